@@ -1,0 +1,37 @@
+"""Train one configuration: ``python experiments/run.py model=wide1024 optimizer.lr=0.05``.
+
+Every config group and key is listed by ``python experiments/run.py --help``; presets are
+``experiment=<name>`` (see conf/experiment/).
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from experiments.schema import ConfigError  # noqa: E402
+from experiments.train import train  # noqa: E402
+from nn.data import DataError  # noqa: E402
+
+log = logging.getLogger("nnlab")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except (ConfigError, DataError) as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

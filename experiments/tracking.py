@@ -1,0 +1,221 @@
+"""MLflow tracking of a run: params and tags at the start, metrics and artifacts every epoch, results at the end.
+
+Default store: SQLite at ``<tracking.dir>/mlflow.db`` with artifacts under ``<tracking.dir>/artifacts``,
+both absolute. Figures and checkpoints are written by one background thread (through
+``MlflowClient`` with the run id, since MLflow's active run is per thread) so training goes on meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+import nn
+from experiments import figures
+from nn.data import Dataset
+from nn.serialization import architecture, write
+
+log = logging.getLogger("nnlab")
+
+
+def resolve_store(tracking: DictConfig) -> tuple[str, str | None]:
+    """(tracking URI, artifact location for new experiments or None to let the server choose)."""
+    if tracking.uri:
+        return str(tracking.uri), None
+    root = Path(tracking.dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def flatten(node, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"optimizer.lr": "0.05", ...}, leaving out Hydra's ``_target_``/``_partial_``."""
+    items: dict[str, str] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("_target_", "_partial_"):
+                continue
+            items |= flatten(value, f"{prefix}{key}.")
+    else:
+        items[prefix[:-1]] = json.dumps(node) if isinstance(node, list) else str(node)
+    return items
+
+
+def run_name(overrides: list[str]) -> str:
+    """A readable name from the command-line overrides, e.g. ``model=wide1024 optimizer.lr=0.05``."""
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra."))]
+    return " ".join(shown) if shown else "defaults"
+
+
+def environment_tags() -> dict[str, str]:
+    """Git commit and dirty flag, NumPy and BLAS versions, Python and machine."""
+    tags = {"numpy.version": np.__version__, "python.version": platform.python_version()}
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    tags["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()
+            tags["git.dirty"] = str(bool(status.stdout.strip())).lower()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
+class NullTracker:
+    """``tracking=none``: the same calls, nothing stored."""
+
+    run_id: str | None = None
+    uri: str | None = None
+
+    def log_epoch(self, epoch, metrics, network, val_counts, last) -> None:
+        pass
+
+    def finish(self, network, dataset, history, final_metrics, test) -> None:
+        pass
+
+    def fail(self, reason: str, epoch: int) -> None:
+        pass
+
+    def kill(self, network, epoch: int) -> None:
+        pass
+
+
+class MlflowTracker:
+    """One MLflow run, nested under the active run if there is one (a sweep's parent)."""
+
+    def __init__(self, cfg: DictConfig, dataset: Dataset, overrides: list[str], hydra_dir: Path | None) -> None:
+        tracking = cfg.tracking
+        self.uri, artifact_location = resolve_store(tracking)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        experiment_id = self._experiment(tracking.experiment, artifact_location)
+        name = tracking.run_name or run_name(overrides)
+        tags = environment_tags() | {
+            "nnlab.overrides": " ".join(overrides),
+            "dataset.name": dataset.name,
+            "dataset.checksum": dataset.checksum,
+            "seed": str(cfg.seed),
+        }
+        nested = mlflow.active_run() is not None
+        self.run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested, tags=tags)
+        self.run_id = self.run.info.run_id
+        self.confusion_every = tracking.confusion_every
+        self.policy, self.every = tracking.checkpoints.policy, tracking.checkpoints.every
+        self.log_model, self.misclassified = tracking.log_model, tracking.misclassified
+        self.best_acc = -1.0
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-artifacts")
+        self._pending: list[Future] = []
+        self._scratch = tempfile.TemporaryDirectory(prefix="nnlab-")
+        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        if hydra_dir is not None and hydra_dir.is_dir():
+            mlflow.log_artifacts(str(hydra_dir), "hydra")
+        self._log_dataset(dataset)
+
+    def _experiment(self, name: str, artifact_location: str | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # created meanwhile by a parallel run
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def _log_dataset(self, dataset: Dataset) -> None:
+        source = dataset.source
+        data = mlflow.data.from_numpy(dataset.train.X, targets=dataset.train.y, source=source, name=dataset.name)
+        mlflow.log_input(data, context="training")
+
+    # -- background work ------------------------------------------------------------------------
+    def _submit(self, fn, *args) -> None:
+        self._pending.append(self._worker.submit(fn, *args))
+
+    def _drain(self) -> None:
+        for future in self._pending:
+            try:
+                future.result()
+            except Exception as err:  # a lost figure must not lose the run
+                log.warning("MLflow artifact upload failed: %s", err)
+        self._pending.clear()
+
+    def _checkpoint(self, network: nn.Network, name: str) -> None:
+        spec, params = architecture(network), {k: v.copy() for k, v in network.params.items()}
+        self._submit(self._write_checkpoint, spec, params, name)
+
+    def _write_checkpoint(self, spec: dict, params: dict, name: str) -> None:
+        path = write(Path(self._scratch.name) / name, spec, params)
+        self.client.log_artifact(self.run_id, str(path), "checkpoints")
+
+    def _confusion_image(self, counts: np.ndarray, epoch: int) -> None:
+        fig = figures.confusion_figure(counts, title=f"validation, epoch {epoch}")
+        self.client.log_image(self.run_id, figures.figure_to_array(fig), key="val_confusion", step=epoch)
+
+    # -- the run's life -------------------------------------------------------------------------
+    def log_epoch(self, epoch: int, metrics: dict, network: nn.Network, val_counts: np.ndarray, last: bool) -> None:
+        mlflow.log_metrics(metrics, step=epoch)
+        confusion = {"epoch": epoch, "rows": "true label", "columns": "predicted label", "counts": val_counts.tolist()}
+        self._submit(self.client.log_dict, self.run_id, confusion, f"confusion/val_epoch_{epoch:03d}.json")
+        if epoch % self.confusion_every == 0 or last:
+            self._submit(self._confusion_image, val_counts, epoch)
+        if self.policy == "all" or (self.policy == "every_k" and epoch % self.every == 0):
+            self._checkpoint(network, f"epoch_{epoch:03d}.npz")
+        if self.policy == "best_and_last" and metrics["val/acc"] > self.best_acc:
+            self._checkpoint(network, "best.npz")
+        self.best_acc = max(self.best_acc, metrics["val/acc"])
+        if self.policy in ("best_and_last", "last") or (self.policy == "every_k" and last):
+            self._checkpoint(network, "last.npz")
+
+    def finish(self, network: nn.Network, dataset: Dataset, history: list[dict], final: dict, test) -> None:
+        """Log final metrics and figures, the pyfunc model, and close the run as FINISHED."""
+        mlflow.log_metrics(final)
+        self._submit(self._figure, figures.curves_figure(history), "figures/curves.png")
+        if test is not None:
+            counts, probs = test
+            predicted = probs.argmax(axis=1)
+            self._submit(self._figure, figures.confusion_figure(counts, title="test"), "figures/test_confusion.png")
+            mlflow.log_dict({"counts": counts.tolist()}, "confusion/test.json")
+            mlflow.log_dict(figures.per_class_accuracy(counts), "test_per_class_accuracy.json")
+            grid = figures.misclassified_figure(
+                dataset.test.X, dataset.test.y, predicted, probs, dataset.image_shape, self.misclassified
+            )
+            self._submit(self._figure, grid, "figures/misclassified.png")
+        if self.log_model:
+            from experiments.pyfunc import log_model
+
+            log_model(network, dataset.train.X[:5])
+        self._close("FINISHED")
+
+    def _figure(self, fig, path: str) -> None:
+        self.client.log_figure(self.run_id, fig, path)
+
+    def fail(self, reason: str, epoch: int) -> None:
+        mlflow.set_tags({"nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
+        self._close("FAILED")
+
+    def kill(self, network: nn.Network, epoch: int) -> None:
+        """Ctrl-C: keep what was logged, store the last weights, close the run as KILLED."""
+        mlflow.set_tags({"nnlab.failure_reason": "interrupted (KeyboardInterrupt)", "nnlab.failed_epoch": str(epoch)})
+        if self.policy != "none":
+            self._checkpoint(network, "last.npz")
+        self._close("KILLED")
+
+    def _close(self, status: str) -> None:
+        self._drain()
+        self._worker.shutdown(wait=True)
+        self._scratch.cleanup()
+        mlflow.end_run(status=status)

@@ -1,0 +1,189 @@
+"""``train(cfg)``: compose-time config in, one trained network and one tracked run out.
+
+Kept free of ``@hydra.main`` so tests and sweeps call it with a composed config; ``run.py`` is the
+command-line entry point around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+import nn
+from experiments import build, figures
+from experiments.schema import validate
+from experiments.tracking import MlflowTracker, NullTracker, ui_command
+from nn.data import Split
+from nn.losses import softmax_cross_entropy
+
+log = logging.getLogger("nnlab")
+
+
+class StuckAtChance(RuntimeError):
+    """Validation accuracy stayed at chance level: the run diverged without a non-finite loss."""
+
+
+def evaluate(network: nn.Network, split: Split, batch_size: int = 4096) -> tuple[float, float, np.ndarray]:
+    """Mean loss, accuracy and class probabilities (N, K) of ``network`` on ``split``."""
+    logits = np.concatenate([network.forward(split.X[i : i + batch_size]) for i in range(0, len(split.X), batch_size)])
+    loss, probs = softmax_cross_entropy(logits, split.y)
+    return loss, float(np.mean(probs.argmax(axis=1) == split.y)), probs
+
+
+def hydra_context() -> tuple[list[str], Path | None]:
+    """Command-line overrides and the ``.hydra`` folder of this job, when running under Hydra."""
+    if not HydraConfig.initialized():
+        return [], None
+    hydra = HydraConfig.get()
+    return list(hydra.overrides.task), Path(hydra.runtime.output_dir) / hydra.output_subdir
+
+
+def train(cfg: DictConfig) -> float:
+    """Train as ``cfg`` says and track it; returns ``cfg.train.objective`` (NaN for a diverged run).
+
+    Raises ``ConfigError`` or ``DataError`` before anything is tracked; a diverged run is closed as
+    FAILED with its reason, and Ctrl-C closes it as KILLED with the last weights kept.
+    """
+    validate(cfg)
+    parts = build.parts(cfg)
+    dtype = np.dtype(cfg.train.dtype)
+    dataset = instantiate(cfg.dataset, seed=cfg.seed, dtype=dtype)
+    augmenter = build.augmenter(parts.augment_config, dataset)
+    rng = np.random.default_rng(cfg.seed)
+    network = parts.make_network(
+        input_dim=dataset.train.X.shape[1],
+        num_classes=dataset.num_classes,
+        dropout=cfg.regularization.dropout,
+        input_dropout=cfg.regularization.input_dropout,
+        rng=rng,
+        dtype=dtype,
+    )
+    trainer = nn.Trainer(
+        network,
+        parts.optimizer,
+        parts.schedule,
+        parts.clipper,
+        augmenter,
+        cfg.train.batch_size,
+        rng,
+        cfg.train.grad_norm_every,
+    )
+    overrides, hydra_dir = hydra_context()
+    tracker = MlflowTracker(cfg, dataset, overrides, hydra_dir) if cfg.tracking.enabled else NullTracker()
+    log.info(
+        "%s on %s: %d train / %d val examples",
+        network_summary(network),
+        dataset.name,
+        len(dataset.train.y),
+        len(dataset.val.y),
+    )
+    epochs, history, epoch = cfg.train.epochs, [], 0
+    try:
+        for epoch in range(1, epochs + 1):
+            row = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
+            _, _, val_probs = row.pop("_val")
+            history.append(row)
+            counts = figures.confusion_matrix(dataset.val.y, val_probs.argmax(axis=1), dataset.num_classes)
+            metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
+            tracker.log_epoch(epoch, metrics, network, counts, last=epoch == epochs)
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.3g  %.1fs",
+                epoch,
+                epochs,
+                row["train/loss"],
+                row["train/acc"],
+                row["val/loss"],
+                row["val/acc"],
+                row["lr"],
+                row["epoch_time"],
+            )
+            check_chance(row["val/acc"], epoch, dataset.num_classes, cfg.train.divergence)
+        final, test = final_metrics(network, dataset, history)
+        tracker.finish(network, dataset, history, final, test)
+    except (nn.Diverged, StuckAtChance) as err:
+        log.error("run failed at epoch %d: %s", epoch, err)
+        tracker.fail(str(err), epoch)
+        return float("nan")
+    except KeyboardInterrupt:
+        log.warning("interrupted at epoch %d; run closed as KILLED with the last weights", epoch)
+        tracker.kill(network, epoch)
+        raise
+    except BaseException as err:
+        tracker.fail(f"{type(err).__name__}: {err}", epoch)
+        raise
+    if "test/acc" in final:
+        log.info("test loss %.4f acc %.4f", final["test/loss"], final["test/acc"])
+    if tracker.run_id:
+        log.info("logged as MLflow run %s; browse with: %s", tracker.run_id, ui_command(tracker.uri))
+    return objective(cfg.train.objective, history[-1], final)
+
+
+def train_epoch(trainer: nn.Trainer, dataset, epoch: int, epochs: int, progress: bool) -> dict:
+    """One epoch of training and its validation, as a row of metrics (plus ``_val`` results)."""
+    steps = math.ceil(len(dataset.train.y) / (trainer.batch_size or len(dataset.train.y)))
+    with tqdm(
+        total=steps,
+        desc=f"epoch {epoch}/{epochs}",
+        unit="batch",
+        leave=False,
+        disable=None if progress else True,
+        mininterval=0.5,
+    ) as bar:
+        result = trainer.train_epoch(dataset.train.X, dataset.train.y, epoch - 1, on_batch=lambda *_: bar.update())
+    val = evaluate(trainer.network, dataset.val)
+    trainer.end_epoch(val[0])
+    return {
+        "epoch": epoch,
+        "train/loss": result.loss,
+        "train/acc": result.accuracy,
+        "val/loss": val[0],
+        "val/acc": val[1],
+        "lr": result.lr,
+        "grad_norm": result.grad_norm,
+        "epoch_time": result.seconds,
+        "_val": val,
+    }
+
+
+def check_chance(val_acc: float, epoch: int, num_classes: int, divergence: DictConfig) -> None:
+    """Raise ``StuckAtChance`` when, from ``check_after`` on, validation accuracy is at chance level."""
+    chance = 1.0 / num_classes
+    if epoch >= divergence.check_after and val_acc < chance + divergence.chance_margin:
+        raise StuckAtChance(
+            f"validation accuracy {val_acc:.4f} is at chance level ({chance:.2f}) after epoch {epoch}: "
+            "the run diverged. Lower optimizer.lr, or add clipping=value or clipping=norm."
+        )
+
+
+def final_metrics(network: nn.Network, dataset, history: list[dict]) -> tuple[dict, tuple | None]:
+    """Best validation accuracy and, where there is a test set, test loss/accuracy and per-class accuracy."""
+    best = max(history, key=lambda row: row["val/acc"])
+    final = {"val/best_acc": best["val/acc"], "best_epoch": best["epoch"]}
+    if dataset.test is None:
+        return final, None
+    loss, acc, probs = evaluate(network, dataset.test)
+    counts = figures.confusion_matrix(dataset.test.y, probs.argmax(axis=1), dataset.num_classes)
+    final |= {"test/loss": loss, "test/acc": acc}
+    final |= {f"test/acc_class_{k}": v for k, v in figures.per_class_accuracy(counts).items() if math.isfinite(v)}
+    return final, (counts, probs)
+
+
+def objective(name: str, last: dict, final: dict) -> float:
+    value = final.get(name, last.get(name))
+    if value is None:
+        log.warning("objective %s was not measured (no test set?); returning NaN", name)
+        return float("nan")
+    return float(value)
+
+
+def network_summary(network: nn.Network) -> str:
+    sizes = [layer.in_features for layer in network.layers if isinstance(layer, nn.Dense)] + [network.num_classes]
+    count = sum(p.size for p in network.params.values())
+    return f"{'-'.join(map(str, sizes))} network ({count:,} parameters)"

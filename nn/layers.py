@@ -1,0 +1,130 @@
+"""Layers with parameters or randomness: ``Dense`` and ``Dropout``, and their base class.
+
+A layer's contract: ``forward(x, training)`` keeps what ``backward`` needs;
+``backward(grad_out)`` returns the gradient with respect to the input and fills
+``grads`` with the same keys as ``params``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nn.initializers import get_initializer
+
+
+class Layer:
+    """Base class: a layer without parameters that passes gradients through."""
+
+    params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+
+    def __init__(self) -> None:
+        self.params = {}
+        self.grads = {}
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Constructor arguments, JSON-serializable, so ``type(layer)(**config)`` rebuilds it."""
+        return {}
+
+    def astype(self, dtype) -> None:
+        """Cast parameters (and gradient buffers) to ``dtype`` in place of the old arrays."""
+        for key in self.params:
+            self.params[key] = self.params[key].astype(dtype)
+            self.grads[key] = np.zeros_like(self.params[key])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x @ W + b``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        ``W`` has shape ``(in_features, out_features)``, ``b`` shape ``(out_features,)``.
+    init : str
+        Weight initializer name (see ``nn.initializers``); biases start at zero.
+    rng : np.random.Generator
+        Source of the initial weights.
+    dtype : numpy dtype
+        float32 for training, float64 for gradient checks.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        init: str = "he_normal",
+        rng: np.random.Generator | None = None,
+        dtype=np.float32,
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Dense needs positive sizes, got {in_features} -> {out_features}")
+        self.in_features, self.out_features, self.init = in_features, out_features, init
+        rng = rng if rng is not None else np.random.default_rng()
+        self.params = {
+            "W": get_initializer(init)(in_features, out_features, rng, dtype),
+            "b": np.zeros(out_features, dtype=dtype),
+        }
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.needs_input_grad = True
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """x: (B, in_features) -> (B, out_features)."""
+        self._x = x
+        z = x @ self.params["W"]
+        z += self.params["b"]
+        return z
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        """grad_out: (B, out_features) -> (B, in_features), or None when the input needs no gradient."""
+        np.matmul(self._x.T, grad_out, out=self.grads["W"])
+        np.sum(grad_out, axis=0, out=self.grads["b"])
+        if not self.needs_input_grad:
+            return None
+        return grad_out @ self.params["W"].T
+
+    def config(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "init": self.init}
+
+
+class Dropout(Layer):
+    """Inverted dropout: zero each unit with probability ``p`` and scale survivors by ``1/(1-p)``.
+
+    Identity at evaluation time (``training=False``).
+    """
+
+    def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """x: (B, D) -> (B, D)."""
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
+        self._mask = (keep >= self.p).astype(x.dtype) / x.dtype.type(1.0 - self.p)
+        return x * self._mask
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._mask is None:
+            return grad_out
+        return grad_out * self._mask
+
+    def config(self) -> dict:
+        return {"p": self.p}
