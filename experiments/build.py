@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -36,6 +37,20 @@ def network(
     )
 
 
+def call(config: DictConfig, **kwargs):
+    """``instantiate(config, **kwargs)``, re-raising a ``ValueError`` (``DataError`` included) of the target itself.
+
+    Hydra wraps whatever a target raises in ``InstantiationException``, which would hide ``DataError`` from
+    the command line's handler and constructor errors from the ``except ValueError`` below.
+    """
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError):
+            raise err.__cause__ from None
+        raise
+
+
 @dataclass
 class Parts:
     """Everything a run trains with, built before any data is read or anything is tracked."""
@@ -51,10 +66,10 @@ def parts(cfg: DictConfig) -> Parts:
     """Instantiate the optimizer, schedule and clipper; constructor errors become ``ConfigError``."""
     reg = cfg.regularization
     try:
-        optimizer = instantiate(cfg.optimizer)(weight_decay=reg.l2, decay_bias=reg.decay_bias)
-        schedule = instantiate(cfg.schedule)
-        clipper = instantiate(cfg.clipping)
-        make_network = instantiate(cfg.model)
+        optimizer = call(cfg.optimizer)(weight_decay=reg.l2, decay_bias=reg.decay_bias)
+        schedule = call(cfg.schedule)
+        clipper = call(cfg.clipping)
+        make_network = call(cfg.model)
     except ValueError as err:
         raise ConfigError(f"invalid configuration: {err}. Fix the override or the config file.") from err
     return Parts(make_network, optimizer, schedule, clipper, reg.augment)
@@ -65,6 +80,6 @@ def augmenter(augment_config: DictConfig | None, dataset: Dataset) -> nn.Augment
     if augment_config is None:
         return None
     try:
-        return instantiate(augment_config, image_shape=list(dataset.image_shape))
+        return call(augment_config, image_shape=list(dataset.image_shape))
     except ValueError as err:
         raise ConfigError(f"invalid regularization.augment: {err}. Fix the override or the config file.") from err

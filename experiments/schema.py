@@ -352,6 +352,12 @@ SCHEMAS = {
 }
 
 
+def subtract(a, b):
+    """``${sub:a,b}``: a - b, as an int when whole (``${sub:${train.epochs},${schedule.epochs}}`` feeds an int key)."""
+    difference = a - b
+    return int(difference) if float(difference).is_integer() else difference
+
+
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore: ``base_config`` and ``schema/<group>/<name>``."""
     store = ConfigStore.instance()
@@ -360,7 +366,7 @@ def register() -> None:
         for name, schema in schemas.items():
             store.store(group=f"schema/{group}", name=name, node=schema)
     if not OmegaConf.has_resolver("sub"):
-        OmegaConf.register_new_resolver("sub", lambda a, b: a - b)
+        OmegaConf.register_new_resolver("sub", subtract)
 
 
 def validate(cfg: DictConfig) -> Config:

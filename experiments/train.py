@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -54,7 +53,7 @@ def train(cfg: DictConfig) -> float:
     validate(cfg)
     parts = build.parts(cfg)
     dtype = np.dtype(cfg.train.dtype)
-    dataset = instantiate(cfg.dataset, seed=cfg.seed, dtype=dtype)
+    dataset = build.call(cfg.dataset, seed=cfg.seed, dtype=dtype)
     augmenter = build.augmenter(parts.augment_config, dataset)
     rng = np.random.default_rng(cfg.seed)
     network = parts.make_network(

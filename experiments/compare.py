@@ -1,0 +1,274 @@
+"""Compare tracked runs side by side, like the iteration table of a research notebook.
+
+    python experiments/compare.py                                # the 50 latest runs of experiment "nnlab"
+    python -m experiments.compare --filter "params.model.hidden = '1024'" --metrics val/acc test/acc
+    python experiments/compare.py --runs 3f2a... 9c1b...          # explicit runs, from any experiment
+
+The table lists each run's name, status and start time, the parameters whose values differ between
+the selected runs (parameters equal in all of them are left out) and the requested metrics (their
+last value). It is printed as Markdown and saved as ``comparison.md``, ``comparison.csv`` and a plot
+``comparison.png`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+DEFAULT_METRICS = ("test/acc", "test/loss", "val/acc", "train/acc")
+HISTORY_METRIC = "val/acc"
+RUN_COLUMNS = ("run_id", "run", "status", "start_time")
+
+
+class CompareError(RuntimeError):
+    """The runs cannot be compared: unreachable store, unknown experiment, nothing matched."""
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+
+
+def compare_runs(
+    tracking_uri: str,
+    experiments: Sequence[str] = ("nnlab",),
+    run_ids: Sequence[str] | None = None,
+    filter_string: str = "",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    max_runs: int = 50,
+) -> pd.DataFrame:
+    """One row per run, oldest first: ``run_id``, ``run`` (name), ``status``, ``start_time``, the differing
+    params (short names such as ``optimizer.lr``) and ``metrics`` (NaN where a run did not log one).
+
+    Parameters
+    ----------
+    experiments : experiment names to search; ignored when ``run_ids`` is given (their experiments are used).
+    run_ids : restrict to these runs.
+    filter_string : an MLflow search filter, e.g. ``"metrics.`val/acc` > 0.9 and params.seed = '0'"``.
+    max_runs : keep at most this many runs, the most recently started.
+
+    Raises
+    ------
+    CompareError
+        The tracking store is unreachable, an experiment or run does not exist, or no run matched.
+    """
+    check_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment_ids = _experiment_ids(client, experiments, run_ids)
+        filters = [filter_string.strip()] if filter_string.strip() else []
+        if run_ids:
+            filters.append("attributes.run_id IN ({})".format(", ".join(f"'{run_id}'" for run_id in run_ids)))
+        runs = client.search_runs(
+            experiment_ids, " and ".join(filters), max_results=max_runs, order_by=["attributes.start_time DESC"]
+        )
+    except MlflowException as err:
+        raise CompareError(f"Could not read runs from {tracking_uri}: {err.message}") from err
+    if not runs:
+        where = f"runs {', '.join(run_ids)}" if run_ids else f"experiment(s) {', '.join(experiments)}"
+        with_filter = f" with filter {filter_string!r}" if filter_string else ""
+        raise CompareError(
+            f"No runs matched in {where}{with_filter} at {tracking_uri}. "
+            "Check the filter syntax (e.g. \"params.optimizer.lr = '0.1'\", metric names with a slash in "
+            'backticks: "metrics.`val/acc` > 0.9") or train a run first with `python experiments/run.py`.'
+        )
+    return comparison_table(runs_frame(runs), metrics)
+
+
+def check_reachable(tracking_uri: str) -> None:
+    """Fail fast, with a readable message, when the store behind ``tracking_uri`` cannot be reached."""
+    parsed = urlparse(tracking_uri)
+    fix = "Pass --tracking-uri (the harness writes to sqlite:///<checkout>/mlruns/mlflow.db) or train a run first."
+    if parsed.scheme == "sqlite":
+        database = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
+        if database and database != ":memory:" and not Path(database).is_file():
+            raise CompareError(f"No MLflow database at {database} (tracking URI {tracking_uri}). {fix}")
+    elif parsed.scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5).close()
+        except (urllib.error.URLError, OSError) as err:
+            raise CompareError(
+                f"The tracking server {tracking_uri} is unreachable ({err}). Start it "
+                "(`mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db`) or pass another --tracking-uri."
+            ) from err
+    elif parsed.scheme in ("", "file") and not Path(parsed.path).exists():
+        raise CompareError(f"No MLflow store at {parsed.path} (tracking URI {tracking_uri}). {fix}")
+
+
+def _experiment_ids(client: MlflowClient, experiments: Sequence[str], run_ids: Sequence[str] | None) -> list[str]:
+    if run_ids:
+        ids = []
+        for run_id in run_ids:
+            try:
+                ids.append(client.get_run(run_id).info.experiment_id)
+            except MlflowException as err:
+                raise CompareError(f"Run {run_id!r} does not exist in {client.tracking_uri}.") from err
+        return sorted(set(ids))
+    ids = []
+    for name in experiments:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            existing = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+            raise CompareError(
+                f"Unknown experiment {name!r} in {client.tracking_uri}. Existing experiments: {existing}. "
+                "Pass one of them with --experiment NAME (repeatable)."
+            )
+        ids.append(experiment.experiment_id)
+    return ids
+
+
+def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """Runs as a DataFrame shaped like ``mlflow.search_runs``' (``params.*``, ``metrics.*`` columns)."""
+    rows = [
+        {
+            "run_id": run.info.run_id,
+            "run": run.info.run_name or run.info.run_id[:8],
+            "status": run.info.status,
+            "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+            **{f"params.{key}": value for key, value in run.data.params.items()},
+            **{f"metrics.{key}": value for key, value in run.data.metrics.items()},
+        }
+        for run in runs
+    ]
+    return pd.DataFrame(rows)
+
+
+def comparison_table(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
+    """Keep the run columns, the params that differ between rows (``params.`` dropped) and ``metrics``."""
+    frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
+    param_columns = sorted(c for c in frame.columns if c.startswith("params."))
+    differing = [c for c in param_columns if frame[c].nunique(dropna=False) > 1]
+    table = frame[list(RUN_COLUMNS)].copy()
+    for column in differing:
+        short = column.removeprefix("params.")
+        table[short if short not in table.columns else column] = frame[column]
+    for metric in metrics:
+        table[metric] = frame.get(f"metrics.{metric}", pd.Series(np.nan, index=frame.index)).astype(float)
+    return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table; floats to 4 significant digits, missing values blank."""
+    header = [str(c) for c in table.columns]
+    rows = [[_markdown_cell(value) for value in row] for row in table.itertuples(index=False)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def metric_histories(
+    tracking_uri: str, run_ids: Sequence[str], key: str = HISTORY_METRIC
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """run id -> (steps (T,), values (T,)) of ``key``, for runs that logged it."""
+    client = MlflowClient(tracking_uri)
+    histories = {}
+    for run_id in run_ids:
+        points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        if points:
+            steps, values = zip(*points, strict=True)
+            histories[run_id] = (np.asarray(steps), np.asarray(values))
+    return histories
+
+
+def comparison_figure(
+    table: pd.DataFrame, metric: str, histories: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> Figure:
+    """Bar chart of ``metric`` per run and, when some run logged more than one step, its ``val/acc`` curves."""
+    labels = _unique_labels(table)
+    with_curves = any(len(steps) > 1 for steps, _ in (histories or {}).values())
+    fig = Figure(figsize=(12 if with_curves else 7, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2 if with_curves else 1, squeeze=False).ravel()
+    values = table[metric].to_numpy(dtype=float)
+    bars = axes[0].bar(range(len(values)), np.nan_to_num(values), color="tab:blue")
+    axes[0].bar_label(bars, labels=["" if np.isnan(v) else f"{v:.4g}" for v in values], fontsize=7)
+    axes[0].set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=8)
+    axes[0].set_ylabel(metric)
+    axes[0].set_title(f"{metric} per run" if np.isfinite(values).any() else f"no run logged {metric}")
+    if with_curves:
+        for run_id, label in zip(table["run_id"], labels, strict=True):
+            if run_id in histories:
+                steps, curve = histories[run_id]
+                axes[1].plot(steps, curve, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+        axes[1].set_xlabel("epoch")
+        axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[1].set_ylabel(HISTORY_METRIC)
+        axes[1].set_title(f"{HISTORY_METRIC} per epoch")
+        axes[1].grid(alpha=0.3)
+        axes[1].legend(fontsize=7)
+    return fig
+
+
+def _unique_labels(table: pd.DataFrame) -> list[str]:
+    """Run names, with the short run id appended to names used by more than one run."""
+    names = table["run"].astype(str)
+    repeated = names.duplicated(keep=False)
+    return [f"{n} ({i[:8]})" if r else n for n, i, r in zip(names, table["run_id"], repeated, strict=True)]
+
+
+def write_report(table: pd.DataFrame, out: Path, figure: Figure) -> list[Path]:
+    """Save ``comparison.md``, ``comparison.csv`` and ``comparison.png`` into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "comparison.md", out / "comparison.csv", out / "comparison.png"]
+    paths[0].write_text(to_markdown(table))
+    table.to_csv(paths[1], index=False)
+    figure.savefig(paths[2], dpi=100)
+    return paths
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<cwd>/mlruns/mlflow.db")
+    parser.add_argument(
+        "--experiment", action="append", dest="experiments", metavar="NAME", help='default: "nnlab"; repeatable'
+    )
+    parser.add_argument("--runs", nargs="+", metavar="ID", help="compare exactly these run ids")
+    parser.add_argument("--filter", default="", help="MLflow search filter, e.g. \"params.seed = '0'\"")
+    parser.add_argument(
+        "--metrics", nargs="+", default=list(DEFAULT_METRICS), help=f"default: {' '.join(DEFAULT_METRICS)}"
+    )
+    parser.add_argument("--max-runs", type=int, default=50, help="default: %(default)s")
+    parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="default: %(default)s")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    try:
+        table = compare_runs(
+            tracking_uri, args.experiments or ["nnlab"], args.runs, args.filter, args.metrics, args.max_runs
+        )
+        histories = metric_histories(tracking_uri, table["run_id"])
+    except CompareError as err:
+        print(f"compare: {err}", file=sys.stderr)
+        return 1
+    print(to_markdown(table))
+    paths = write_report(table, args.out, comparison_figure(table, args.metrics[0], histories))
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

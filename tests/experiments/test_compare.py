@@ -1,0 +1,127 @@
+"""``experiments.compare`` against a temporary SQLite store; runs are written with an explicit
+``MlflowClient``, so the global MLflow tracking URI is never changed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from experiments import compare
+
+EPOCHS = 3
+
+
+def log_run(client: MlflowClient, experiment_id: str, name: str, start: int, lr: str, accuracy: float) -> str:
+    run = client.create_run(experiment_id, start_time=start, run_name=name)
+    run_id = run.info.run_id
+    params = {"optimizer.lr": lr, "seed": "0", "model.hidden": "16"}
+    metrics = [
+        Metric(key, value, start + epoch, epoch)
+        for epoch in range(1, EPOCHS + 1)
+        for key, value in {
+            "train/loss": 1.0 / epoch,
+            "train/acc": accuracy - 0.1 / epoch,
+            "val/loss": 1.1 / epoch,
+            "val/acc": accuracy - 0.2 / epoch,
+            "lr": float(lr),
+            "grad_norm": 1.0,
+            "epoch_time": 0.5,
+        }.items()
+    ]
+    metrics += [Metric("test/acc", accuracy, start + 10, 0), Metric("test/loss", 1 - accuracy, start + 10, 0)]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(run_id)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    """A store holding experiments "nnlab" (two runs differing in optimizer.lr only) and "other" (empty)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    artifacts = (root / "artifacts").as_uri()
+    experiment_id = client.create_experiment("nnlab", artifact_location=artifacts)
+    client.create_experiment("other", artifact_location=artifacts)
+    later = log_run(client, experiment_id, "high-lr", start=2_000_000, lr="0.1", accuracy=0.9)
+    earlier = log_run(client, experiment_id, "low-lr", start=1_000_000, lr="0.01", accuracy=0.8)
+    return {"uri": uri, "runs": [earlier, later]}
+
+
+def test_table_keeps_differing_params_and_sorts_by_start_time(store):
+    table = compare.compare_runs(store["uri"], ["nnlab"])
+    assert list(table["run_id"]) == store["runs"]
+    assert list(table["run"]) == ["low-lr", "high-lr"]
+    assert "optimizer.lr" in table.columns
+    assert "seed" not in table.columns and "model.hidden" not in table.columns
+    assert list(table.columns[-4:]) == list(compare.DEFAULT_METRICS)
+    np.testing.assert_allclose(table["test/acc"], [0.8, 0.9])
+    np.testing.assert_allclose(table["val/acc"], [0.8 - 0.2 / EPOCHS, 0.9 - 0.2 / EPOCHS])
+
+
+def test_explicit_runs_and_filters(store):
+    one = compare.compare_runs(store["uri"], [], run_ids=store["runs"][:1])
+    assert list(one["run_id"]) == store["runs"][:1]
+    assert "optimizer.lr" not in one.columns  # a single run has nothing to differ from
+    filtered = compare.compare_runs(store["uri"], ["nnlab"], filter_string="params.optimizer.lr = '0.1'")
+    assert list(filtered["run"]) == ["high-lr"]
+
+
+def test_a_metric_no_run_logged_is_blank(store):
+    table = compare.compare_runs(store["uri"], ["nnlab"], metrics=["val/acc", "val/f1"])
+    assert table["val/f1"].isna().all()
+    assert "| low-lr |" in compare.to_markdown(table)
+
+
+def test_main_prints_markdown_and_writes_the_report(store, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert compare.main(["--tracking-uri", store["uri"], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("| run_id | run | status | start_time | optimizer.lr | test/acc |")
+    assert "| 0.1 |" in printed and "| 0.01 |" in printed
+    assert (out / "comparison.md").read_text() in printed
+    assert "optimizer.lr" in (out / "comparison.csv").read_text().splitlines()[0]
+    assert (out / "comparison.png").stat().st_size > 10_000
+
+
+def test_metric_histories_are_per_epoch(store):
+    histories = compare.metric_histories(store["uri"], store["runs"])
+    steps, values = histories[store["runs"][0]]
+    np.testing.assert_array_equal(steps, np.arange(1, EPOCHS + 1))
+    assert values[-1] > values[0]
+
+
+def test_unknown_experiment_lists_the_existing_ones(store, capsys):
+    assert compare.main(["--tracking-uri", store["uri"], "--experiment", "nope"]) == 1
+    error = capsys.readouterr().err
+    assert "Unknown experiment 'nope'" in error and "nnlab, other" in error
+
+
+def test_no_matching_runs_is_an_error(store):
+    with pytest.raises(compare.CompareError, match="No runs matched"):
+        compare.compare_runs(store["uri"], ["other"])
+    with pytest.raises(compare.CompareError, match="No runs matched"):
+        compare.compare_runs(store["uri"], ["nnlab"], filter_string="params.seed = '1'")
+
+
+def test_unknown_run_id_is_an_error(store):
+    with pytest.raises(compare.CompareError, match="does not exist"):
+        compare.compare_runs(store["uri"], [], run_ids=["0" * 32])
+
+
+def test_unreachable_stores_are_errors(tmp_path):
+    with pytest.raises(compare.CompareError, match="No MLflow database"):
+        compare.compare_runs(f"sqlite:///{tmp_path}/missing.db", ["nnlab"])
+    with pytest.raises(compare.CompareError, match="unreachable"):
+        compare.compare_runs("http://127.0.0.1:9", ["nnlab"])  # port 9 (discard) refuses connections
+
+
+def test_runs_as_a_script_from_any_directory(tmp_path):
+    script = Path(compare.__file__)
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--tracking-uri" in result.stdout

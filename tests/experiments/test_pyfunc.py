@@ -1,0 +1,102 @@
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+import nn
+from experiments.pyfunc import DigitClassifier, log_model
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    """(N, 64) scikit-learn 8x8 digits scaled to [0, 1], float32."""
+    return (load_digits().data[:50] / 16.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def network() -> nn.Network:
+    return nn.mlp([64, 16, 10], rng=np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory, network, digits):
+    """(model info, seconds log_model took), logged once into a temporary SQLite store."""
+    root = tmp_path_factory.mktemp("mlflow")
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored, with the URI below, at teardown
+        env.setattr(sys, "path", list(sys.path))  # loading a model prepends its code directory
+        mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+        try:
+            experiment_id = mlflow.create_experiment("pyfunc", artifact_location=(root / "artifacts").as_uri())
+            with mlflow.start_run(experiment_id=experiment_id):
+                start = time.perf_counter()
+                info = log_model(network, digits)
+                seconds = time.perf_counter() - start
+            yield info, seconds
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def loaded(logged):
+    return mlflow.pyfunc.load_model(logged[0].model_uri)
+
+
+def test_log_model_is_fast(logged):
+    assert logged[1] < 5.0
+
+
+def test_loaded_model_predicts_like_the_network(loaded, network, digits):
+    out = loaded.predict(digits)
+    assert list(out.columns) == ["digit"] + [f"prob_{k}" for k in range(10)]
+    assert out["digit"].dtype == np.int64 and out["prob_0"].dtype == np.float64
+    probs = network.predict_proba(digits)
+    np.testing.assert_allclose(out.filter(like="prob_").to_numpy(), probs, rtol=1e-6)
+    np.testing.assert_array_equal(out["digit"].to_numpy(), probs.argmax(axis=1))
+
+
+@pytest.mark.parametrize("convert", [pd.DataFrame, lambda x: x.astype(np.float64), lambda x: x.tolist()])
+def test_loaded_model_accepts_dataframes_float64_and_lists(loaded, network, digits, convert):
+    out = loaded.predict(convert(digits[:5]))
+    np.testing.assert_allclose(out.filter(like="prob_").to_numpy(), network.predict_proba(digits[:5]), rtol=1e-6)
+
+
+def test_json_serving_payload_round_trips(logged):
+    payload = mlflow.models.convert_input_example_to_serving_input(np.zeros((3, 64)))
+    with pytest.warns(FutureWarning):  # deprecated in favour of mlflow.models.predict, which starts a process
+        out = mlflow.models.validate_serving_input(logged[0].model_uri, payload)
+    assert out.shape == (3, 11)
+
+
+def test_loaded_model_rejects_the_wrong_number_of_columns(loaded, digits):
+    with pytest.raises(mlflow.exceptions.MlflowException, match="64 inputs"):
+        loaded.predict(digits[:, :10])
+
+
+@pytest.fixture
+def classifier(network) -> DigitClassifier:
+    model = DigitClassifier()
+    model.network = network
+    return model
+
+
+def test_predict_accepts_a_single_row_and_a_dataframe(classifier, network, digits):
+    row = classifier.predict(None, digits[0])
+    assert row.shape == (1, 11)
+    frame = classifier.predict(None, pd.DataFrame(digits[:4], columns=[f"pixel{i}" for i in range(64)]))
+    np.testing.assert_allclose(frame.filter(like="prob_").to_numpy(), network.predict_proba(digits[:4]), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bad_input",
+    [np.zeros((2, 10)), pd.DataFrame({"a": ["x", "y"]}), [["a"] * 64], np.zeros((2, 8, 8))],
+    ids=["wrong-columns", "non-numeric-frame", "strings", "3-d"],
+)
+def test_predict_rejects_bad_input_naming_the_expected_width(classifier, bad_input):
+    with pytest.raises(ValueError, match="expected 64 numeric columns"):
+        classifier.predict(None, bad_input)
