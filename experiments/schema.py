@@ -318,6 +318,8 @@ class TrackingConf:
     checkpoints: CheckpointConf = field(default_factory=CheckpointConf)
     log_model: bool = True  # the final network as an MLflow pyfunc model
     misclassified: int = 36  # test digits shown in the misclassified grid
+    parent_run_id: str | None = None  # nest this run under another (a sweep's parent run)
+    tags: dict[str, str] = field(default_factory=dict)  # extra run tags, e.g. a sweep's trial number
 
     def __post_init__(self) -> None:
         require(bool(self.experiment), "tracking.experiment", self.experiment, "a non-empty name")

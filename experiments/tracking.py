@@ -92,6 +92,9 @@ class NullTracker:
     def fail(self, reason: str, epoch: int) -> None:
         pass
 
+    def prune(self, reason: str, epoch: int) -> None:
+        pass
+
     def kill(self, network, epoch: int) -> None:
         pass
 
@@ -106,14 +109,21 @@ class MlflowTracker:
         self.client = MlflowClient(self.uri)
         experiment_id = self._experiment(tracking.experiment, artifact_location)
         name = tracking.run_name or run_name(overrides)
-        tags = environment_tags() | {
-            "nnlab.overrides": " ".join(overrides),
-            "dataset.name": dataset.name,
-            "dataset.checksum": dataset.checksum,
-            "seed": str(cfg.seed),
-        }
-        nested = mlflow.active_run() is not None
-        self.run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested, tags=tags)
+        tags = (
+            environment_tags()
+            | {
+                "nnlab.overrides": " ".join(overrides),
+                "dataset.name": dataset.name,
+                "dataset.checksum": dataset.checksum,
+                "seed": str(cfg.seed),
+            }
+            | dict(tracking.tags)
+        )
+        parent = tracking.parent_run_id
+        nested = parent is None and mlflow.active_run() is not None
+        self.run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=name, nested=nested, parent_run_id=parent, tags=tags
+        )
         self.run_id = self.run.info.run_id
         self.confusion_every = tracking.confusion_every
         self.policy, self.every = tracking.checkpoints.policy, tracking.checkpoints.every
@@ -206,6 +216,11 @@ class MlflowTracker:
     def fail(self, reason: str, epoch: int) -> None:
         mlflow.set_tags({"nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
         self._close("FAILED")
+
+    def prune(self, reason: str, epoch: int) -> None:
+        """A sweep's pruner stopped the run: closed as KILLED with ``nnlab.state=pruned``."""
+        mlflow.set_tags({"nnlab.state": "pruned", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
+        self._close("KILLED")
 
     def kill(self, network: nn.Network, epoch: int) -> None:
         """Ctrl-C: keep what was logged, store the last weights, close the run as KILLED."""

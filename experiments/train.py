@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,10 @@ from nn.data import Split
 from nn.losses import softmax_cross_entropy
 
 log = logging.getLogger("nnlab")
+
+
+class Pruned(Exception):
+    """Raised by an ``on_epoch`` hook to stop a run early (a sweep's pruner); ``train`` re-raises it."""
 
 
 class StuckAtChance(RuntimeError):
@@ -44,8 +49,11 @@ def hydra_context() -> tuple[list[str], Path | None]:
     return list(hydra.overrides.task), Path(hydra.runtime.output_dir) / hydra.output_subdir
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None) -> float:
     """Train as ``cfg`` says and track it; returns ``cfg.train.objective`` (NaN for a diverged run).
+
+    ``on_epoch(epoch, metrics)`` is called after each epoch is logged (a sweep reports to its pruner
+    there); raising ``Pruned`` from it closes the run as pruned and propagates.
 
     Raises ``ConfigError`` or ``DataError`` before anything is tracked; a diverged run is closed as
     FAILED with its reason, and Ctrl-C closes it as KILLED with the last weights kept.
@@ -104,12 +112,18 @@ def train(cfg: DictConfig) -> float:
                 row["epoch_time"],
             )
             check_chance(row["val/acc"], epoch, dataset.num_classes, cfg.train.divergence)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
         final, test = final_metrics(network, dataset, history)
         tracker.finish(network, dataset, history, final, test)
     except (nn.Diverged, StuckAtChance) as err:
         log.error("run failed at epoch %d: %s", epoch, err)
         tracker.fail(str(err), epoch)
         return float("nan")
+    except Pruned as err:
+        log.info("pruned at epoch %d: %s", epoch, err)
+        tracker.prune(str(err), epoch)
+        raise
     except KeyboardInterrupt:
         log.warning("interrupted at epoch %d; run closed as KILLED with the last weights", epoch)
         tracker.kill(network, epoch)
