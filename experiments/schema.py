@@ -317,13 +317,23 @@ class TrackingConf:
     confusion_every: int = 5  # log the validation confusion matrix as an image every k epochs (JSON every epoch)
     checkpoints: CheckpointConf = field(default_factory=CheckpointConf)
     log_model: bool = True  # the final network as an MLflow pyfunc model
-    misclassified: int = 36  # test digits shown in the misclassified grid
+    misclassified: int = 36  # test digits shown in the misclassified grid; 0: no grid
     parent_run_id: str | None = None  # nest this run under another (a sweep's parent run)
     tags: dict[str, str] = field(default_factory=dict)  # extra run tags, e.g. a sweep's trial number
 
     def __post_init__(self) -> None:
         require(bool(self.experiment), "tracking.experiment", self.experiment, "a non-empty name")
         require(self.confusion_every >= 1, "tracking.confusion_every", self.confusion_every, ">= 1")
+        require(self.misclassified >= 0, "tracking.misclassified", self.misclassified, ">= 0 (0: no grid)")
+
+
+@dataclass
+class SweepTrialConf:
+    """Which Optuna trial a run is: set per job by the ``nnlab_optuna`` sweeper so the run reports to its pruner."""
+
+    study: str = ""  # empty: not a sweep's job
+    storage: str = ""  # journal file or database URL
+    number: int = -1
 
 
 @dataclass
@@ -337,6 +347,8 @@ class Config:
     regularization: RegularizationConf = field(default_factory=RegularizationConf)
     clipping: Any = None
     tracking: TrackingConf = field(default_factory=TrackingConf)
+    sweep: Any = None  # +sweep=<name>: an Optuna sweep (conf/sweep/), read by sweeps/ and the nnlab_optuna sweeper
+    sweep_trial: SweepTrialConf = field(default_factory=SweepTrialConf)  # set by the sweeper on each job
 
 
 SCHEMAS = {

@@ -12,6 +12,7 @@ import logging
 import platform
 import subprocess
 import tempfile
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 import nn
 from experiments import figures
 from nn.data import Dataset
-from nn.serialization import architecture, write
+from nn.serialization import architecture, training_snapshot, write
 
 log = logging.getLogger("nnlab")
 
@@ -67,8 +68,9 @@ def environment_tags() -> dict[str, str]:
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     tags["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+        repo = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, timeout=10)
         if commit.returncode == 0:
             tags["mlflow.source.git.commit"] = commit.stdout.strip()
             tags["git.dirty"] = str(bool(status.stdout.strip())).lower()
@@ -83,7 +85,7 @@ class NullTracker:
     run_id: str | None = None
     uri: str | None = None
 
-    def log_epoch(self, epoch, metrics, network, val_counts, last) -> None:
+    def log_epoch(self, epoch, metrics, network, val_counts, last, trainer, history) -> None:
         pass
 
     def finish(self, network, dataset, history, final_metrics, test) -> None:
@@ -102,7 +104,15 @@ class NullTracker:
 class MlflowTracker:
     """One MLflow run, nested under the active run if there is one (a sweep's parent)."""
 
-    def __init__(self, cfg: DictConfig, dataset: Dataset, overrides: list[str], hydra_dir: Path | None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        dataset: Dataset,
+        overrides: list[str],
+        hydra_dir: Path | None,
+        resume_run_id: str | None = None,
+        history: list[dict] | None = None,
+    ) -> None:
         tracking = cfg.tracking
         self.uri, artifact_location = resolve_store(tracking)
         mlflow.set_tracking_uri(self.uri)
@@ -121,18 +131,25 @@ class MlflowTracker:
         )
         parent = tracking.parent_run_id
         nested = parent is None and mlflow.active_run() is not None
-        self.run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=name, nested=nested, parent_run_id=parent, tags=tags
-        )
+        if resume_run_id is not None:
+            self.run = mlflow.start_run(run_id=resume_run_id, nested=nested)
+        else:
+            self.run = mlflow.start_run(
+                experiment_id=experiment_id, run_name=name, nested=nested, parent_run_id=parent, tags=tags
+            )
         self.run_id = self.run.info.run_id
         self.confusion_every = tracking.confusion_every
         self.policy, self.every = tracking.checkpoints.policy, tracking.checkpoints.every
         self.log_model, self.misclassified = tracking.log_model, tracking.misclassified
-        self.best_acc = -1.0
+        self.best_acc = max((row["val/acc"] for row in history or []), default=-1.0)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-artifacts")
         self._pending: list[Future] = []
         self._scratch = tempfile.TemporaryDirectory(prefix="nnlab-")
+        if resume_run_id is not None:
+            mlflow.set_tag("nnlab.resumed_from_epoch", str(len(history or [])))
+            return
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild from
         if hydra_dir is not None and hydra_dir.is_dir():
             mlflow.log_artifacts(str(hydra_dir), "hydra")
         self._log_dataset(dataset)
@@ -148,8 +165,13 @@ class MlflowTracker:
 
     def _log_dataset(self, dataset: Dataset) -> None:
         source = dataset.source
-        data = mlflow.data.from_numpy(dataset.train.X, targets=dataset.train.y, source=source, name=dataset.name)
-        mlflow.log_input(data, context="training")
+        with warnings.catch_warnings():  # MLflow cannot tell which kind of local source a path is; any will do
+            warnings.simplefilter("ignore", UserWarning)
+            data = mlflow.data.from_numpy(dataset.train.X, targets=dataset.train.y, source=source, name=dataset.name)
+        try:
+            mlflow.log_input(data, context="training")
+        except MlflowException:  # a parallel run inserted the same data set at the same moment: it exists now
+            mlflow.log_input(data, context="training")
 
     # -- background work ------------------------------------------------------------------------
     def _submit(self, fn, *args) -> None:
@@ -167,16 +189,25 @@ class MlflowTracker:
         spec, params = architecture(network), {k: v.copy() for k, v in network.params.items()}
         self._submit(self._write_checkpoint, spec, params, name)
 
-    def _write_checkpoint(self, spec: dict, params: dict, name: str) -> None:
-        path = write(Path(self._scratch.name) / name, spec, params)
+    def _write_checkpoint(self, spec: dict, params: dict, name: str, extra: dict | None = None) -> None:
+        path = write(Path(self._scratch.name) / name, spec, params, extra)
         self.client.log_artifact(self.run_id, str(path), "checkpoints")
+
+    def _resume_point(self, network: nn.Network, trainer: nn.Trainer, history: list[dict]) -> None:
+        """Everything ``experiments/resume.py`` needs to continue after this epoch, in one of two files
+        used in turn, so that a kill while one is being written leaves the other intact."""
+        epoch = len(history)
+        spec, params, arrays = training_snapshot(network, trainer.state_dict(), {"epoch": epoch, "history": history})
+        self._submit(self._write_checkpoint, spec, params, f"resume_{'ab'[epoch % 2]}.npz", arrays)
 
     def _confusion_image(self, counts: np.ndarray, epoch: int) -> None:
         fig = figures.confusion_figure(counts, title=f"validation, epoch {epoch}")
         self.client.log_image(self.run_id, figures.figure_to_array(fig), key="val_confusion", step=epoch)
 
     # -- the run's life -------------------------------------------------------------------------
-    def log_epoch(self, epoch: int, metrics: dict, network: nn.Network, val_counts: np.ndarray, last: bool) -> None:
+    def log_epoch(
+        self, epoch: int, metrics: dict, network: nn.Network, val_counts: np.ndarray, last: bool, trainer, history
+    ) -> None:
         mlflow.log_metrics(metrics, step=epoch)
         confusion = {"epoch": epoch, "rows": "true label", "columns": "predicted label", "counts": val_counts.tolist()}
         self._submit(self.client.log_dict, self.run_id, confusion, f"confusion/val_epoch_{epoch:03d}.json")
@@ -189,6 +220,8 @@ class MlflowTracker:
         self.best_acc = max(self.best_acc, metrics["val/acc"])
         if self.policy in ("best_and_last", "last") or (self.policy == "every_k" and last):
             self._checkpoint(network, "last.npz")
+        if self.policy != "none" and not last:
+            self._resume_point(network, trainer, history)
 
     def finish(self, network: nn.Network, dataset: Dataset, history: list[dict], final: dict, test) -> None:
         """Log final metrics and figures, the pyfunc model, and close the run as FINISHED."""
@@ -200,10 +233,11 @@ class MlflowTracker:
             self._submit(self._figure, figures.confusion_figure(counts, title="test"), "figures/test_confusion.png")
             mlflow.log_dict({"counts": counts.tolist()}, "confusion/test.json")
             mlflow.log_dict(figures.per_class_accuracy(counts), "test_per_class_accuracy.json")
-            grid = figures.misclassified_figure(
-                dataset.test.X, dataset.test.y, predicted, probs, dataset.image_shape, self.misclassified
-            )
-            self._submit(self._figure, grid, "figures/misclassified.png")
+            if self.misclassified > 0:
+                grid = figures.misclassified_figure(
+                    dataset.test.X, dataset.test.y, predicted, probs, dataset.image_shape, self.misclassified
+                )
+                self._submit(self._figure, grid, "figures/misclassified.png")
         if self.log_model:
             from experiments.pyfunc import log_model
 

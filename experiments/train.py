@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,17 @@ from experiments.schema import validate
 from experiments.tracking import MlflowTracker, NullTracker, ui_command
 from nn.data import Split
 from nn.losses import softmax_cross_entropy
+from nn.serialization import load_training_state
 
 log = logging.getLogger("nnlab")
+
+
+@dataclass
+class Resume:
+    """Continue MLflow run ``run_id`` from ``state_file`` (written by ``nn.serialization.save_training_state``)."""
+
+    run_id: str
+    state_file: Path
 
 
 class Pruned(Exception):
@@ -49,11 +59,12 @@ def hydra_context() -> tuple[list[str], Path | None]:
     return list(hydra.overrides.task), Path(hydra.runtime.output_dir) / hydra.output_subdir
 
 
-def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None) -> float:
+def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, resume: Resume | None = None) -> float:
     """Train as ``cfg`` says and track it; returns ``cfg.train.objective`` (NaN for a diverged run).
 
     ``on_epoch(epoch, metrics)`` is called after each epoch is logged (a sweep reports to its pruner
-    there); raising ``Pruned`` from it closes the run as pruned and propagates.
+    there); raising ``Pruned`` from it closes the run as pruned and propagates. ``resume`` continues an
+    interrupted run in place from its last training-state file (see ``experiments/resume.py``).
 
     Raises ``ConfigError`` or ``DataError`` before anything is tracked; a diverged run is closed as
     FAILED with its reason, and Ctrl-C closes it as KILLED with the last weights kept.
@@ -82,8 +93,18 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None) 
         rng,
         cfg.train.grad_norm_every,
     )
+    history: list[dict] = []
+    if resume is not None:
+        saved, state, record = load_training_state(resume.state_file)
+        network.set_params(saved.params)
+        trainer.load_state_dict(state)
+        history = record["history"]
     overrides, hydra_dir = hydra_context()
-    tracker = MlflowTracker(cfg, dataset, overrides, hydra_dir) if cfg.tracking.enabled else NullTracker()
+    tracker = (
+        MlflowTracker(cfg, dataset, overrides, hydra_dir, resume.run_id if resume else None, history)
+        if cfg.tracking.enabled
+        else NullTracker()
+    )
     log.info(
         "%s on %s: %d train / %d val examples",
         network_summary(network),
@@ -91,15 +112,15 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None) 
         len(dataset.train.y),
         len(dataset.val.y),
     )
-    epochs, history, epoch = cfg.train.epochs, [], 0
+    epochs, epoch = cfg.train.epochs, len(history)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(len(history) + 1, epochs + 1):
             row = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
             _, _, val_probs = row.pop("_val")
             history.append(row)
             counts = figures.confusion_matrix(dataset.val.y, val_probs.argmax(axis=1), dataset.num_classes)
             metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
-            tracker.log_epoch(epoch, metrics, network, counts, last=epoch == epochs)
+            tracker.log_epoch(epoch, metrics, network, counts, epoch == epochs, trainer, history)
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.3g  %.1fs",
                 epoch,
@@ -117,8 +138,14 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None) 
         final, test = final_metrics(network, dataset, history)
         tracker.finish(network, dataset, history, final, test)
     except (nn.Diverged, StuckAtChance) as err:
-        log.error("run failed at epoch %d: %s", epoch, err)
-        tracker.fail(str(err), epoch)
+        reason = str(err)
+        if isinstance(err, nn.Diverged):  # nn counts epochs from 0, runs from 1
+            reason = (
+                f"training diverged: loss is {err.loss} at epoch {epoch}, step {err.step}. "
+                "Lower optimizer.lr, or add clipping=value or clipping=norm."
+            )
+        log.error("run failed at epoch %d: %s", epoch, reason)
+        tracker.fail(reason, epoch)
         return float("nan")
     except Pruned as err:
         log.info("pruned at epoch %d: %s", epoch, err)

@@ -20,6 +20,7 @@ from nn.layers import Dense, Dropout, Layer
 from nn.network import Network
 
 FORMAT, VERSION, HEADER = "nnlab.network", 1, "__nnlab__"
+TRAINING, OPTIMIZER_PREFIX = "__training__", "optimizer/"
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls for cls in (Dense, Dropout, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax)
 }
@@ -44,13 +45,16 @@ def save(network: Network, path: str | os.PathLike) -> Path:
     return write(path, architecture(network), network.params)
 
 
-def write(path: str | os.PathLike, spec: dict, params: dict[str, np.ndarray]) -> Path:
-    """Write an architecture and its parameters (e.g. copies taken mid-training) as ``save`` does."""
+def write(
+    path: str | os.PathLike, spec: dict, params: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None
+) -> Path:
+    """Write an architecture and its parameters (e.g. copies taken mid-training) as ``save`` does,
+    plus ``extra`` arrays that ``load`` ignores."""
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {HEADER: np.array(json.dumps(spec))} | params
+    arrays = {HEADER: np.array(json.dumps(spec))} | params | (extra or {})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -82,6 +86,7 @@ def load(path: str | os.PathLike, rng: np.random.Generator | None = None) -> Net
         raise ModelFileError(
             f"{path}: an .npz without the {HEADER!r} architecture entry, so not an nnlab network. {fix}"
         )
+    arrays = {k: v for k, v in arrays.items() if k != TRAINING and not k.startswith(OPTIMIZER_PREFIX)}
     try:
         spec = json.loads(str(arrays.pop(HEADER)))
         if spec.get("format") != FORMAT or spec.get("version") != VERSION:
@@ -93,6 +98,48 @@ def load(path: str | os.PathLike, rng: np.random.Generator | None = None) -> Net
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{path}: the architecture or weights do not fit together ({err}). {fix}") from err
     return network
+
+
+def save_training_state(
+    path: str | os.PathLike, network: Network, trainer_state: dict, extra: dict | None = None
+) -> Path:
+    """A network file that also carries what resuming training needs.
+
+    ``trainer_state`` is ``Trainer.state_dict()`` (optimizer arrays, schedule and generator state);
+    ``extra`` is any JSON-serializable record (epoch, history). ``load`` reads the file as a plain network.
+    """
+    return write(path, *training_snapshot(network, trainer_state, extra))
+
+
+def training_snapshot(network: Network, trainer_state: dict, extra: dict | None = None) -> tuple[dict, dict, dict]:
+    """Copies of everything ``save_training_state`` writes, as ``write``'s (spec, params, extra) arguments,
+    so that training can go on while another thread writes them."""
+    optimizer = trainer_state["optimizer"]
+    record = {
+        "optimizer": {"steps": optimizer["steps"], "names": optimizer["names"]},
+        "schedule": trainer_state["schedule"],
+        "rng": trainer_state["rng"],
+        "extra": extra or {},
+    }
+    arrays = {OPTIMIZER_PREFIX + key: value.copy() for key, value in optimizer["arrays"].items()}
+    arrays[TRAINING] = np.array(json.dumps(record))
+    return architecture(network), {k: v.copy() for k, v in network.params.items()}, arrays
+
+
+def load_training_state(path: str | os.PathLike) -> tuple[Network, dict, dict]:
+    """(network, trainer state for ``Trainer.load_state_dict``, extra record) from ``save_training_state``."""
+    network = load(path)
+    with np.load(path, allow_pickle=False) as npz:
+        if TRAINING not in npz.files:
+            raise ModelFileError(f"{path}: a network without training state; it cannot resume training.")
+        record = json.loads(str(npz[TRAINING]))
+        arrays = {k[len(OPTIMIZER_PREFIX) :]: npz[k] for k in npz.files if k.startswith(OPTIMIZER_PREFIX)}
+    state = {
+        "optimizer": record["optimizer"] | {"arrays": arrays},
+        "schedule": record["schedule"],
+        "rng": record["rng"],
+    }
+    return network, state, record["extra"]
 
 
 def _build_layer(entry: dict, rng, dtype) -> Layer:

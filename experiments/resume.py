@@ -1,0 +1,59 @@
+"""Continue a run that was cut off (Ctrl-C, SIGKILL, a crash) in the same MLflow run.
+
+    python experiments/resume.py RUN_ID [--tracking-uri sqlite:///mlruns/mlflow.db]
+
+Training goes on from the last epoch whose training state was saved, with weights, optimizer state,
+schedule position and the random generator restored: the final weights are bit-identical to those of
+an uninterrupted run with the same config and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from experiments.runs import RunError, get_run, latest_training_state, logged_config, tracking_uri_or_default  # noqa: E402
+from experiments.schema import ConfigError  # noqa: E402
+from experiments.train import Resume, train  # noqa: E402
+from nn.data import DataError  # noqa: E402
+
+log = logging.getLogger("nnlab")
+
+
+def resume(run_id: str, tracking_uri: str | None = None) -> float:
+    """Continue run ``run_id``; returns the run's objective like ``train``."""
+    uri = tracking_uri_or_default(tracking_uri)
+    client = MlflowClient(uri)
+    run = get_run(client, run_id)
+    if run.info.status == "FINISHED":
+        raise RunError(f"run {run_id} already finished; there is nothing to resume. Use reproduce.py to re-run it.")
+    cfg = logged_config(client, run_id, uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        state_file, epoch = latest_training_state(client, run_id, Path(tmp))
+        log.info("resuming run %s after epoch %d of %d", run_id, epoch, cfg.train.epochs)
+        return train(cfg, resume=Resume(run_id, state_file))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument("--tracking-uri", help="default: sqlite:///<cwd>/mlruns/mlflow.db")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:
+        resume(args.run_id, args.tracking_uri)
+    except (RunError, ConfigError, DataError) as err:
+        print(f"resume: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

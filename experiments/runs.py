@@ -1,0 +1,80 @@
+"""Read back what a logged run needs to be continued or re-run: its config and its training state."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from experiments.schema import Config
+from nn.serialization import ModelFileError, load_training_state
+
+
+class RunError(RuntimeError):
+    """A run cannot be read back; the message says which and why."""
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+
+
+def get_run(client: MlflowClient, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise RunError(
+            f"no run {run_id!r} in {client.tracking_uri}: {err.message.splitlines()[0]}. "
+            "Check the run id (the MLflow UI shows it) and --tracking-uri."
+        ) from err
+
+
+def logged_config(client: MlflowClient, run_id: str, tracking_uri: str) -> DictConfig:
+    """The run's composed config (``config.yaml``), typed by the schemas, pointed at ``tracking_uri``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "config.yaml", tmp)
+        except (MlflowException, OSError) as err:
+            raise RunError(
+                f"run {run_id} has no config.yaml artifact ({err}); only runs made by experiments/run.py "
+                "or train() can be resumed or reproduced."
+            ) from err
+        logged = OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), logged)
+    except OmegaConfBaseException as err:
+        raise RunError(
+            f"run {run_id}'s config.yaml does not fit this checkout's config schemas ({err}); check out the "
+            "commit the run was made at (its mlflow.source.git.commit tag) and try again."
+        ) from err
+    cfg.tracking.uri = tracking_uri
+    return cfg
+
+
+def latest_training_state(client: MlflowClient, run_id: str, folder: Path) -> tuple[Path, int]:
+    """The newest readable training-state file of a run, and the epoch it ends."""
+    best: tuple[Path, int] | None = None
+    for name in ("resume_a.npz", "resume_b.npz"):
+        try:
+            path = Path(client.download_artifacts(run_id, f"checkpoints/{name}", str(folder)))
+            epoch = load_training_state(path)[2]["epoch"]
+        except (MlflowException, OSError, ModelFileError, KeyError):
+            continue  # absent, or cut off mid-write by the kill: the other one is complete
+        if best is None or epoch > best[1]:
+            best = (path, epoch)
+    if best is None:
+        raise RunError(
+            f"run {run_id} has no readable training state (checkpoints/resume_a.npz or resume_b.npz): it was "
+            "logged with tracking.checkpoints.policy=none, or ended before its first epoch. Start it again instead."
+        )
+    return best
+
+
+def tracking_uri_or_default(uri: str | None) -> str:
+    uri = uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri

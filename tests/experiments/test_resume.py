@@ -1,0 +1,122 @@
+"""Resume a SIGKILLed run in place, bit-identically; reproduce a run from its id."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nn
+from experiments import reproduce as reproduce_cmd
+from experiments import resume as resume_cmd
+from experiments.runs import RunError
+from experiments.train import train
+
+RECIPE = [
+    "dataset=digits",
+    "train.epochs=8",
+    "regularization=dropout",  # dropout masks come from the generator that resume must restore
+    "schedule=plateau",  # the one schedule with state of its own
+    "optimizer=adam",  # two state arrays per parameter
+    "tracking.log_model=false",
+]
+
+
+def last_weights(store, run_id, tmp_path) -> dict[str, np.ndarray]:
+    path = store.download(run_id, "checkpoints/last.npz", tmp_path / run_id)
+    return nn.load(path).params
+
+
+def start_and_kill(store, experiment, tmp_path, after_epoch: int) -> str:
+    """Run experiments/run.py in a subprocess and SIGKILL it once epoch ``after_epoch`` is logged."""
+    command = [sys.executable, "experiments/run.py", *RECIPE, *store.overrides(experiment),
+               "tracking.run_name=killed", f"hydra.run.dir={tmp_path}/hydra"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if f"epoch {after_epoch}/8" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    (run,) = [r for r in store.runs(experiment) if r.info.run_name == "killed"]
+    assert run.info.status == "RUNNING"  # nobody closed it: the process died
+    return run.info.run_id
+
+
+def test_sigkilled_run_resumes_in_place_to_bit_identical_weights(compose, mlflow_store, experiment_name, tmp_path):
+    train(compose(*RECIPE, *mlflow_store.overrides(experiment_name), "tracking.run_name=uninterrupted"))
+    killed = start_and_kill(mlflow_store, experiment_name, tmp_path, after_epoch=4)
+
+    resume_cmd.resume(killed, mlflow_store.uri)
+
+    run = mlflow_store.client.get_run(killed)
+    assert run.info.status == "FINISHED"
+    assert 1 <= int(run.data.tags["nnlab.resumed_from_epoch"]) <= 4
+    steps = {m.step for m in mlflow_store.client.get_metric_history(killed, "val/acc")}
+    assert steps == set(range(1, 9))
+    (full,) = [r for r in mlflow_store.runs(experiment_name) if r.info.run_name == "uninterrupted"]
+    expected = last_weights(mlflow_store, full.info.run_id, tmp_path)
+    resumed = last_weights(mlflow_store, killed, tmp_path)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    assert run.data.metrics["test/acc"] == full.data.metrics["test/acc"]
+
+
+def test_resume_refuses_a_finished_run(compose, mlflow_store, experiment_name):
+    train(compose(*RECIPE, "train.epochs=2", *mlflow_store.overrides(experiment_name)))
+    run = mlflow_store.only_run(experiment_name)
+    with pytest.raises(RunError, match="already finished"):
+        resume_cmd.resume(run.info.run_id, mlflow_store.uri)
+
+
+def test_resume_without_training_state_says_why(compose, mlflow_store, experiment_name, monkeypatch):
+    cfg = compose(
+        *RECIPE, "train.epochs=3", "tracking.checkpoints.policy=none", *mlflow_store.overrides(experiment_name)
+    )
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nn.Trainer, "train_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
+    run = mlflow_store.only_run(experiment_name)
+    with pytest.raises(RunError, match="no readable training state"):
+        resume_cmd.resume(run.info.run_id, mlflow_store.uri)
+
+
+def test_resume_and_reproduce_commands_report_unknown_runs(mlflow_store, capsys):
+    assert resume_cmd.main(["0123456789abcdef", "--tracking-uri", mlflow_store.uri]) == 2
+    assert "no run '0123456789abcdef'" in capsys.readouterr().err
+    assert reproduce_cmd.main(["0123456789abcdef", "--tracking-uri", mlflow_store.uri]) == 2
+    assert "no run '0123456789abcdef'" in capsys.readouterr().err
+
+
+def test_reproduce_gets_identical_metrics_and_tags_the_new_run(compose, mlflow_store, experiment_name, capsys):
+    train(compose(*RECIPE, "train.epochs=3", *mlflow_store.overrides(experiment_name)))
+    original = mlflow_store.only_run(experiment_name)
+
+    assert reproduce_cmd.main([original.info.run_id, "--tracking-uri", mlflow_store.uri]) == 0
+
+    assert "identical metrics" in capsys.readouterr().out
+    runs = mlflow_store.runs(experiment_name)
+    assert len(runs) == 2
+    copy = runs[1]
+    assert copy.data.tags["nnlab.reproduces"] == original.info.run_id
+    for name in ("test/acc", "test/loss", "val/acc", "train/loss"):
+        assert copy.data.metrics[name] == original.data.metrics[name]
+
+
+def test_reproduce_notes_code_that_differs():
+    notes = reproduce_cmd.differences(
+        {"mlflow.source.git.commit": "aaa", "git.dirty": "true"},
+        {"mlflow.source.git.commit": "bbb", "git.dirty": "false"},
+    )
+    assert any("git commit aaa" in note and "bbb" in note for note in notes)
+    assert any("dirty" in note for note in notes)
+    assert reproduce_cmd.differences({"mlflow.source.git.commit": "a"}, {"mlflow.source.git.commit": "a"}) == []

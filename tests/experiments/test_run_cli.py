@@ -1,0 +1,84 @@
+"""The real command-line entry point, ``python experiments/run.py ...``, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*overrides: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"MPLBACKEND": "Agg", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run(
+        [sys.executable, "experiments/run.py", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_run_logs_hydra_files_and_names_the_run_from_its_overrides(mlflow_store, experiment_name, tmp_path):
+    task = [
+        "dataset=digits",
+        "train.epochs=2",
+        f"tracking.dir={mlflow_store.dir}",
+        f"tracking.experiment={experiment_name}",
+        "tracking.log_model=false",
+    ]
+    done = run_cli(*task, f"hydra.run.dir={tmp_path / 'out'}")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    run = mlflow_store.only_run(experiment_name)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "dataset=digits train.epochs=2"  # tracking.* and hydra.* overrides left out
+    assert run.data.tags["nnlab.overrides"] == " ".join(task)
+    artifacts = mlflow_store.artifacts(run.info.run_id)
+    assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= set(artifacts)
+    hydra_dir = tmp_path / "artifacts"
+    overrides = yaml.safe_load(mlflow_store.download(run.info.run_id, "hydra/overrides.yaml", hydra_dir).read_text())
+    assert overrides == task
+    config = yaml.safe_load(mlflow_store.download(run.info.run_id, "hydra/config.yaml", hydra_dir).read_text())
+    assert config["dataset"]["name"] == "digits" and config["train"]["epochs"] == 2
+    assert (tmp_path / "out" / ".hydra" / "config.yaml").is_file()
+    assert [m.step for m in mlflow_store.client.get_metric_history(run.info.run_id, "val/acc")] == [1, 2]
+
+
+def error_lines(done: subprocess.CompletedProcess, needle: str) -> list[str]:
+    return [line for line in (done.stdout + done.stderr).splitlines() if needle in line]
+
+
+def test_cli_invalid_value_exits_2_with_one_message_naming_the_key(mlflow_store, experiment_name, tmp_path):
+    done = run_cli(
+        "dataset=digits",
+        "optimizer.lr=-1",
+        f"tracking.dir={mlflow_store.dir}",
+        f"tracking.experiment={experiment_name}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = error_lines(done, "optimizer.lr")
+    assert len(lines) == 1, done.stdout + done.stderr
+    assert "optimizer.lr=-1.0 is not allowed: optimizer.lr must be a positive number" in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert mlflow_store.client.get_experiment_by_name(experiment_name) is None
+
+
+def test_cli_missing_data_exits_2_naming_the_files(tmp_path):
+    done = run_cli(
+        "dataset=fashion_mnist",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.download=false",
+        "tracking=none",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = error_lines(done, "fashion_mnist files are missing")
+    assert len(lines) == 1 and "train-images-idx3-ubyte.gz" in lines[0], done.stdout + done.stderr
+    assert "Error in call to target" not in done.stdout + done.stderr

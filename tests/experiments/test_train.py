@@ -1,0 +1,447 @@
+"""``train(cfg)`` on digits, tracked in a temporary MLflow store and read back with ``MlflowClient``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import nn
+from experiments import train as train_module
+from experiments.train import Pruned, StuckAtChance, check_chance, evaluate, train
+
+METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
+QUICK = ["dataset=digits", "model=mlp128", "train.progress=false"]
+IMAGE = re.compile(r"^images/val_confusion\+step\+(\d+)\+timestamp\+\d+\+[0-9a-f-]+(\+compressed)?\.(png|webp)$")
+
+
+def run_train(cfg) -> SimpleNamespace:
+    """``train(cfg)`` with the final network and the data set caught on their way to ``final_metrics``."""
+    caught = SimpleNamespace(objective=None, network=None, dataset=None)
+    original = train_module.final_metrics
+
+    def spy(network, dataset, history):
+        caught.network, caught.dataset = network, dataset
+        return original(network, dataset, history)
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(train_module, "final_metrics", spy)
+            caught.objective = train(cfg)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return caught
+
+
+def git_head() -> str | None:
+    """The commit checked out in the working directory (where the tracker asks git), None outside a checkout."""
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.getcwd())
+    return git.stdout.strip() if git.returncode == 0 else None
+
+
+def tracked_run(compose, store, experiment: str, *overrides: str) -> SimpleNamespace:
+    cfg = compose(*QUICK, *store.overrides(experiment), *overrides)
+    before = git_head()
+    result = run_train(cfg)
+    result.git_heads = {before, git_head()}  # a commit may land while the run trains
+    result.cfg = cfg
+    result.run = store.only_run(experiment)
+    result.run_id = result.run.info.run_id
+    result.artifacts = store.artifacts(result.run_id)
+    return result
+
+
+def history(store, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in store.client.get_metric_history(run_id, key))
+
+
+def image_steps(artifacts: list[str]) -> dict[str, set[int]]:
+    """{"png": steps, "webp": steps} of the ``val_confusion`` images MLflow 3 stores for ``log_image(key, step)``."""
+    steps: dict[str, set[int]] = {"png": set(), "webp": set()}
+    for path in artifacts:
+        if path.startswith("images/"):
+            match = IMAGE.match(path)
+            assert match, f"unexpected image artifact {path}"
+            assert (match.group(2) is not None) == (match.group(3) == "webp")
+            steps[match.group(3)].add(int(match.group(1)))
+    return steps
+
+
+def policy_checkpoints(artifacts: list[str]) -> list[str]:
+    """The checkpoints the policy writes (``resume_*.npz`` are resume points, written whatever the policy)."""
+    return [p for p in artifacts if p.startswith("checkpoints/") and not p.startswith("checkpoints/resume_")]
+
+
+def same_params(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def all_policy(compose, mlflow_store):
+    """4 epochs, checkpoint policy ``all``, confusion image every 2 epochs, no model, no misclassified grid."""
+    return tracked_run(
+        compose,
+        mlflow_store,
+        "train-policy-all",
+        "train.epochs=4",
+        "tracking.confusion_every=2",
+        "tracking.checkpoints.policy=all",
+        "tracking.log_model=false",
+        "tracking.misclassified=0",
+    )
+
+
+@pytest.fixture(scope="module")
+def best_and_last(compose, mlflow_store):
+    """3 epochs, checkpoint policy ``best_and_last``, confusion image every 2 epochs, pyfunc model.
+
+    Epoch 3 ends on the weights of epoch 1 (a relapse), so the best epoch (2) is not the last.
+    """
+    original = nn.Trainer.train_epoch
+    after_epoch_1 = {}
+
+    def relapsing_train_epoch(self, X, y, epoch, on_batch=None):
+        result = original(self, X, y, epoch, on_batch)
+        if epoch == 0:
+            after_epoch_1.update({k: v.copy() for k, v in self.network.params.items()})
+        elif epoch == 2:
+            for k, v in after_epoch_1.items():
+                self.network.params[k][...] = v
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn.Trainer, "train_epoch", relapsing_train_epoch)
+        return tracked_run(
+            compose,
+            mlflow_store,
+            "train-policy-best-and-last",
+            "train.epochs=3",
+            "tracking.confusion_every=2",
+            "tracking.checkpoints.policy=best_and_last",
+            "tracking.misclassified=4",
+        )
+
+
+# ---------------------------------------------------------------------------- a finished run
+@pytest.mark.parametrize("fixture", ["all_policy", "best_and_last"])
+def test_run_finishes_and_returns_the_last_validation_accuracy(fixture, request, mlflow_store):
+    result = request.getfixturevalue(fixture)
+    assert result.run.info.status == "FINISHED" and result.run.info.end_time is not None
+    epochs = result.cfg.train.epochs
+    val_acc = history(mlflow_store, result.run_id, "val/acc")
+    assert [step for step, _ in val_acc] == list(range(1, epochs + 1))
+    assert result.objective == val_acc[-1][1]
+    assert result.objective == evaluate(result.network, result.dataset.val)[1]
+
+
+def test_params_are_the_flattened_config(all_policy):
+    params = all_policy.run.data.params
+
+    def dotted(node, prefix=""):
+        if isinstance(node, dict):
+            keys = set()
+            for key, value in node.items():
+                if key not in ("_target_", "_partial_"):
+                    keys |= dotted(value, f"{prefix}{key}.")
+            return keys
+        return {prefix[:-1]}
+
+    assert set(params) == dotted(OmegaConf.to_container(all_policy.cfg, resolve=True))
+    assert params["optimizer.lr"] == "0.1" and params["optimizer.momentum"] == "0.9"
+    assert params["model.hidden"] == "[128]" and json.loads(params["model.hidden"]) == [128]
+    assert params["schedule.T_max"] == "4"  # cosine's ${train.epochs}, resolved
+    assert params["train.epochs"] == "4" and params["train.batch_size"] == "128"
+    assert params["tracking.checkpoints.policy"] == "all" and params["dataset.name"] == "digits"
+    assert params["seed"] == "0" and params["regularization.augment"] == "None"
+
+
+def test_tags_record_data_seed_versions_and_git_commit(all_policy):
+    tags = all_policy.run.data.tags
+    assert tags["dataset.name"] == "digits"
+    assert tags["dataset.checksum"] == all_policy.dataset.checksum
+    assert re.fullmatch(r"[0-9a-f]{64}", tags["dataset.checksum"])
+    assert tags["seed"] == "0"
+    assert tags["numpy.version"] == np.__version__
+    if all_policy.git_heads != {None}:
+        assert tags["mlflow.source.git.commit"] in all_policy.git_heads
+        assert tags["git.dirty"] in ("true", "false")
+    else:
+        assert "mlflow.source.git.commit" not in tags
+
+
+def test_every_epoch_metric_has_one_value_per_epoch_at_step_epoch(all_policy, mlflow_store):
+    for key in METRICS:
+        values = history(mlflow_store, all_policy.run_id, key)
+        assert [step for step, _ in values] == [1, 2, 3, 4], key
+        assert all(math.isfinite(value) for _, value in values), key
+    for key in ("train/acc", "val/acc"):
+        assert all(0.0 <= value <= 1.0 for _, value in history(mlflow_store, all_policy.run_id, key))
+    lr = [value for _, value in history(mlflow_store, all_policy.run_id, "lr")]
+    assert lr[0] == pytest.approx(0.1) and lr == sorted(lr, reverse=True) and lr[-1] < lr[0]  # cosine over 4 epochs
+    train_loss = [value for _, value in history(mlflow_store, all_policy.run_id, "train/loss")]
+    assert train_loss[-1] < train_loss[0]
+
+
+def test_validation_confusion_json_every_epoch_counts_the_validation_set(all_policy, mlflow_store, tmp_path):
+    names = [p for p in all_policy.artifacts if p.startswith("confusion/val_epoch_")]
+    assert names == [f"confusion/val_epoch_{epoch:03d}.json" for epoch in range(1, 5)]
+    val_acc = dict(history(mlflow_store, all_policy.run_id, "val/acc"))
+    for epoch, name in enumerate(names, start=1):
+        matrix = json.loads(mlflow_store.download(all_policy.run_id, name, tmp_path / str(epoch)).read_text())
+        assert matrix["epoch"] == epoch
+        counts = np.array(matrix["counts"])
+        assert counts.shape == (10, 10) and counts.dtype.kind == "i" and (counts >= 0).all()
+        assert counts.sum() == len(all_policy.dataset.val.y)
+        np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(all_policy.dataset.val.y, minlength=10))
+        assert np.trace(counts) / counts.sum() == pytest.approx(val_acc[epoch])
+
+
+@pytest.mark.parametrize(("fixture", "steps"), [("all_policy", {2, 4}), ("best_and_last", {2, 3})])
+def test_confusion_images_every_k_epochs_and_at_the_end(fixture, steps, request):
+    # MLflow 3 stores log_image(key=..., step=...) as images/<key>+step+<step>+timestamp+<ms>+<uuid>.png
+    # plus a +compressed.webp thumbnail, and tags the run mlflow.loggedImages.
+    result = request.getfixturevalue(fixture)
+    assert image_steps(result.artifacts) == {"png": steps, "webp": steps}
+    assert result.run.data.tags.get("mlflow.loggedImages", "").lower() == "true"
+
+
+def test_policy_all_keeps_a_checkpoint_of_every_epoch(all_policy, mlflow_store, tmp_path):
+    names = policy_checkpoints(all_policy.artifacts)
+    assert names == [f"checkpoints/epoch_{epoch:03d}.npz" for epoch in range(1, 5)]
+    val_acc = dict(history(mlflow_store, all_policy.run_id, "val/acc"))
+    for epoch, name in enumerate(names, start=1):
+        network = nn.load(mlflow_store.download(all_policy.run_id, name, tmp_path))
+        assert evaluate(network, all_policy.dataset.val)[1] == pytest.approx(val_acc[epoch], abs=1e-12)
+    assert same_params(network.params, all_policy.network.params)
+
+
+def test_policy_best_and_last_keeps_the_best_and_the_last_weights(best_and_last, mlflow_store, tmp_path):
+    names = policy_checkpoints(best_and_last.artifacts)
+    assert names == ["checkpoints/best.npz", "checkpoints/last.npz"]
+    best = nn.load(mlflow_store.download(best_and_last.run_id, "checkpoints/best.npz", tmp_path / "best"))
+    last = nn.load(mlflow_store.download(best_and_last.run_id, "checkpoints/last.npz", tmp_path / "last"))
+    metrics = best_and_last.run.data.metrics
+    val_acc = dict(history(mlflow_store, best_and_last.run_id, "val/acc"))
+    assert metrics["best_epoch"] == 2 and val_acc[3] < val_acc[2] == metrics["val/best_acc"]
+    assert evaluate(best, best_and_last.dataset.val)[1] == pytest.approx(val_acc[2], abs=1e-12)
+    assert evaluate(last, best_and_last.dataset.val)[1] == pytest.approx(val_acc[3], abs=1e-12)
+    assert same_params(last.params, best_and_last.network.params)
+
+
+def test_final_metrics_are_the_test_results_of_the_final_network(all_policy, mlflow_store):
+    metrics = all_policy.run.data.metrics
+    test_loss, test_acc, probs = evaluate(all_policy.network, all_policy.dataset.test)
+    assert metrics["test/acc"] == pytest.approx(test_acc) and metrics["test/loss"] == pytest.approx(test_loss)
+    val_acc = history(mlflow_store, all_policy.run_id, "val/acc")
+    best_step, best_value = max(val_acc, key=lambda sv: (sv[1], -sv[0]))
+    assert metrics["val/best_acc"] == best_value and metrics["best_epoch"] == best_step
+    y = all_policy.dataset.test.y
+    predicted = probs.argmax(axis=1)
+    for k in range(10):
+        assert metrics[f"test/acc_class_{k}"] == pytest.approx(np.mean(predicted[y == k] == k))
+    assert metrics["test/acc"] > 0.8  # four epochs on digits
+
+
+def test_figures_and_test_confusion_are_logged(best_and_last, mlflow_store, tmp_path):
+    for name in ("figures/curves.png", "figures/test_confusion.png", "figures/misclassified.png"):
+        assert name in best_and_last.artifacts
+    counts = json.loads(mlflow_store.download(best_and_last.run_id, "confusion/test.json", tmp_path).read_text())
+    assert np.array(counts["counts"]).sum() == len(best_and_last.dataset.test.y)
+    assert "test_per_class_accuracy.json" in best_and_last.artifacts
+
+
+def test_misclassified_zero_finishes_the_run_without_the_grid(all_policy):
+    # It used to divide by zero in the grid layout after training and close the run as FAILED.
+    assert all_policy.run.info.status == "FINISHED"
+    assert "figures/misclassified.png" not in all_policy.artifacts and "figures/curves.png" in all_policy.artifacts
+
+
+def test_training_set_is_logged_as_the_dataset_input(all_policy):
+    inputs = all_policy.run.inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.name == "digits" and dataset.digest
+    assert "load_digits" in json.loads(dataset.source)["uri"]
+    assert json.loads(dataset.profile)["features_shape"] == list(all_policy.dataset.train.X.shape)
+    assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "training"
+
+
+def test_no_model_is_logged_when_log_model_is_off(all_policy, mlflow_store):
+    assert all_policy.run.outputs.model_outputs == []
+    mlflow.set_tracking_uri(mlflow_store.uri)
+    found = mlflow.search_logged_models(
+        experiment_ids=[all_policy.run.info.experiment_id], filter_string=f"source_run_id = '{all_policy.run_id}'"
+    )
+    assert len(found) == 0
+
+
+def test_pyfunc_model_is_linked_to_the_run_and_predicts_like_the_network(best_and_last, mlflow_store):
+    # MLflow 3 logs models as LoggedModels outside the run's artifacts; the run lists them in outputs.
+    mlflow.set_tracking_uri(mlflow_store.uri)
+    outputs = best_and_last.run.outputs.model_outputs
+    assert len(outputs) == 1
+    logged = mlflow.search_logged_models(
+        experiment_ids=[best_and_last.run.info.experiment_id],
+        filter_string=f"source_run_id = '{best_and_last.run_id}'",
+        output_format="list",
+    )
+    assert [(m.model_id, m.name) for m in logged] == [(outputs[0].model_id, "model")]
+    X = best_and_last.dataset.test.X
+    expected = best_and_last.network.predict_proba(X)
+    for uri in (logged[0].model_uri, f"runs:/{best_and_last.run_id}/model"):
+        predicted = mlflow.pyfunc.load_model(uri).predict(X)
+        np.testing.assert_array_equal(predicted["digit"].to_numpy(), expected.argmax(axis=1))
+        np.testing.assert_allclose(predicted.filter(like="prob_").to_numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(not os.environ.get("NNLAB_DATA_DIR"), reason="NNLAB_DATA_DIR is not set: no MNIST files here")
+def test_mnist_subset_run_is_tracked(compose, mlflow_store, experiment_name):
+    result = run_train(
+        compose(
+            "dataset=mnist",
+            "dataset.subset=1000",
+            "dataset.download=false",
+            "train.epochs=2",
+            "model=mlp128",
+            "train.progress=false",
+            "tracking.log_model=false",
+            "train.divergence.check_after=3",
+            *mlflow_store.overrides(experiment_name),
+        )
+    )
+    run = mlflow_store.only_run(experiment_name)
+    assert run.info.status == "FINISHED" and run.data.tags["dataset.name"] == "mnist"
+    assert json.loads(run.inputs.dataset_inputs[0].dataset.profile)["features_shape"] == [1000, 784]
+    assert result.objective > 0.3 and math.isfinite(run.data.metrics["test/acc"])
+
+
+# ---------------------------------------------------------------------------- runs that do not finish
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_diverging_run_returns_nan_and_is_closed_as_failed(compose, mlflow_store, experiment_name):
+    cfg = compose(*QUICK, "train.epochs=3", "optimizer.lr=1e6", *mlflow_store.overrides(experiment_name))
+    assert math.isnan(run_train(cfg).objective)
+    run = mlflow_store.only_run(experiment_name)
+    assert run.info.status == "FAILED"
+    assert "diverged" in run.data.tags["nnlab.failure_reason"]
+    assert run.data.tags["nnlab.failed_epoch"] == "1"
+    assert "test/acc" not in run.data.metrics and run.outputs.model_outputs == []
+
+
+def test_run_stuck_at_chance_is_closed_as_failed_at_that_epoch(compose, mlflow_store, experiment_name):
+    # A margin of 0.95 makes any accuracy below 1.05 "at chance": the check fires exactly at check_after.
+    cfg = compose(
+        *QUICK,
+        "train.epochs=4",
+        "train.divergence.check_after=2",
+        "train.divergence.chance_margin=0.95",
+        *mlflow_store.overrides(experiment_name),
+    )
+    assert math.isnan(run_train(cfg).objective)
+    run = mlflow_store.only_run(experiment_name)
+    assert run.info.status == "FAILED"
+    assert "chance level" in run.data.tags["nnlab.failure_reason"]
+    assert run.data.tags["nnlab.failed_epoch"] == "2"
+    assert [step for step, _ in history(mlflow_store, run.info.run_id, "val/acc")] == [1, 2]
+
+
+def divergence(check_after: int = 1, chance_margin: float = 0.02):
+    return OmegaConf.create({"check_after": check_after, "chance_margin": chance_margin})
+
+
+@pytest.mark.parametrize(
+    ("val_acc", "epoch", "num_classes", "check_after", "stuck"),
+    [
+        (0.10, 1, 10, 1, True),
+        (0.115, 3, 10, 1, True),
+        (0.0, 5, 10, 5, True),
+        (0.13, 1, 10, 1, False),
+        (0.95, 9, 10, 1, False),
+        (0.10, 4, 10, 5, False),  # before check_after: not judged yet
+        (0.51, 1, 2, 1, True),  # two classes: chance is 0.5
+        (0.60, 1, 2, 1, False),
+    ],
+)
+def test_check_chance_flags_accuracy_within_the_margin_of_chance(val_acc, epoch, num_classes, check_after, stuck):
+    if stuck:
+        with pytest.raises(StuckAtChance, match=rf"chance level .* after epoch {epoch}.*optimizer\.lr"):
+            check_chance(val_acc, epoch, num_classes, divergence(check_after))
+    else:
+        check_chance(val_acc, epoch, num_classes, divergence(check_after))
+
+
+def test_interrupt_closes_the_run_as_killed_with_the_last_weights(
+    compose, mlflow_store, experiment_name, monkeypatch, tmp_path
+):
+    original = nn.Trainer.train_epoch
+    after_epoch_1 = {}
+
+    def interrupted_in_epoch_2(self, X, y, epoch, on_batch=None):
+        if epoch == 1:  # 0-based: the run's epoch 2
+            after_epoch_1.update({k: v.copy() for k, v in self.network.params.items()})
+            raise KeyboardInterrupt
+        return original(self, X, y, epoch, on_batch)
+
+    monkeypatch.setattr(nn.Trainer, "train_epoch", interrupted_in_epoch_2)
+    # every_k with k=5 writes nothing in epoch 1: last.npz can only come from the interrupt.
+    cfg = compose(
+        *QUICK, "train.epochs=3", "tracking.checkpoints.policy=every_k", *mlflow_store.overrides(experiment_name)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg)
+    run = mlflow_store.only_run(experiment_name)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["nnlab.failed_epoch"] == "2" and "interrupted" in run.data.tags["nnlab.failure_reason"]
+    assert policy_checkpoints(mlflow_store.artifacts(run.info.run_id)) == ["checkpoints/last.npz"]
+    last = nn.load(mlflow_store.download(run.info.run_id, "checkpoints/last.npz", tmp_path))
+    assert after_epoch_1 and same_params(last.params, after_epoch_1)
+    for key in ("train/loss", "val/acc", "lr"):
+        assert [step for step, _ in history(mlflow_store, run.info.run_id, key)] == [1]
+    assert run.outputs.model_outputs == []
+
+
+def test_on_epoch_hook_can_prune_a_run_nested_under_a_parent_with_extra_tags(compose, mlflow_store, experiment_name):
+    client = mlflow_store.client
+    experiment_id = client.create_experiment(experiment_name, artifact_location=(mlflow_store.dir / "sweep").as_uri())
+    parent_id = client.create_run(experiment_id, run_name="sweep").info.run_id
+    seen = []
+
+    def hook(epoch, metrics):
+        seen.append((epoch, metrics["val/acc"]))
+        if epoch == 2:
+            raise Pruned("pruned by the sweep at epoch 2")
+
+    cfg = compose(
+        *QUICK,
+        "train.epochs=4",
+        *mlflow_store.overrides(experiment_name),
+        f"tracking.parent_run_id='{parent_id}'",
+        "+tracking.tags.trial=7",
+    )
+    with pytest.raises(Pruned):
+        train(cfg, on_epoch=hook)
+    (run,) = [r for r in mlflow_store.runs(experiment_name) if r.info.run_id != parent_id]
+    assert run.info.status == "KILLED"
+    tags = run.data.tags
+    assert tags["nnlab.state"] == "pruned" and tags["nnlab.failed_epoch"] == "2" and tags["trial"] == "7"
+    assert tags["mlflow.parentRunId"] == parent_id
+    assert seen == history(mlflow_store, run.info.run_id, "val/acc")
+    assert client.get_run(parent_id).info.status == "RUNNING"  # the sweep's run is left to the sweep
+
+
+# ---------------------------------------------------------------------------- reproducibility
+def test_same_seed_gives_the_same_objective_and_weights(compose):
+    overrides = [*QUICK, "train.epochs=2", "regularization=dropout", "tracking=none"]  # shuffling and dropout
+    first, second = (run_train(compose(*overrides)) for _ in range(2))
+    assert first.objective == second.objective
+    assert first.network is not second.network and same_params(first.network.params, second.network.params)
+    other = run_train(compose(*overrides, "seed=1"))
+    assert not same_params(first.network.params, other.network.params)

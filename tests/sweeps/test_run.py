@@ -1,0 +1,90 @@
+"""The driver, in process: ``python -m sweeps.run sweep=digits_smoke`` (3 trials: one learns, one is pruned,
+one diverges), its MLflow parent and child runs, the report, and a resume after Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from sweeps import report
+from sweeps.run import main
+from sweeps.trial import Reporter
+from tests.sweeps.conftest import check_trial_runs, split_runs
+
+LR_STATE = {0.1: TrialState.COMPLETE, 0.01: TrialState.PRUNED, 10000.0: TrialState.FAIL}
+
+
+def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, name, tmp_path):
+    assert main(["sweep=digits_smoke", *store.args(name)]) == 0
+    study = store.study(name)
+    assert {t.params["optimizer.lr"]: t.state for t in study.trials} == LR_STATE
+    by_state = {t.state: t for t in study.trials}
+    assert "diverged" in by_state[TrialState.FAIL].user_attrs["fail_reason"]
+    assert "ThresholdPruner" in by_state[TrialState.PRUNED].user_attrs["prune_reason"]
+    assert list(by_state[TrialState.PRUNED].intermediate_values) == [1]
+    assert by_state[TrialState.COMPLETE].value == pytest.approx(by_state[TrialState.COMPLETE].intermediate_values[2])
+
+    runs = store.runs(name)
+    parent, children = split_runs(runs)
+    check_trial_runs(store.client, study, runs, epochs=2)
+    failed = children[by_state[TrialState.FAIL].number]
+    assert failed.info.status == "FAILED" and "diverged" in failed.data.tags["nnlab.failure_reason"]
+    assert children[by_state[TrialState.PRUNED].number].data.tags["nnlab.state"] == "pruned"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best/val/acc"] == pytest.approx(study.best_value)
+    assert parent.data.tags["best.optimizer.lr"] == "0.1"
+    assert parent.data.metrics["trials/pruned"] == 1 and parent.data.metrics["trials/fail"] == 1
+    artifacts = {a.path for a in store.client.list_artifacts(parent.info.run_id, "optuna")}
+    assert {"optuna/trials.csv", "optuna/best.json", "optuna/optimization_history.png"} <= artifacts
+    best = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "optuna/best.json", str(tmp_path))).read_text())
+    assert best["params"] == {"optimizer.lr": 0.1}
+
+    out = tmp_path / "report"
+    assert report.main(["--study", name, "--tracking-dir", str(store.dir), "--experiment", name, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert f"**Best trial #{study.best_trial.number}**" in text and "ThresholdPruner" in text and "diverged" in text
+    assert children[study.best_trial.number].info.run_id in text  # the top-k table links each trial to its run
+    assert (out / "optimization_history.png").stat().st_size > 0 and (out / "trials.csv").exists()
+
+
+def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, monkeypatch):
+    original = Reporter.__call__
+
+    def interrupt_second_trial(self, epoch, metrics):
+        if self.trial.number == 1:
+            raise KeyboardInterrupt
+        original(self, epoch, metrics)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Reporter, "__call__", interrupt_second_trial)
+        assert main(["sweep=digits_smoke", *store.args(name)]) == 130
+    study = store.study(name)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]  # lr 1e4, then Ctrl-C queued again
+    assert "interrupted" in study.trials[1].user_attrs["fail_reason"]
+    parent, _ = split_runs(store.runs(name))
+    assert parent.info.status == "KILLED"
+
+    assert main(["sweep=digits_smoke", *store.args(name)]) == 0  # the same command resumes
+    study = store.study(name)
+    assert len(study.trials) == 4  # the interrupted trial was run again as #2; the budget of 3 holds
+    assert study.trials[2].params == study.trials[1].params and study.trials[2].system_attrs["failed_trial"] == 1
+    assert {t.params["optimizer.lr"]: t.state for t in study.trials if t.number != 1} == LR_STATE
+    runs = store.runs(name)
+    parent, children = split_runs(runs)  # still one parent: the rerun reopened it
+    assert parent.info.status == "FINISHED" and children[1].info.status == "KILLED"
+    check_trial_runs(store.client, study, runs, epochs=2)
+
+
+def test_an_exception_in_a_trial_fails_it_with_the_reason_and_the_sweep_goes_on(store, name):
+    # dropout 1.5 is rejected when the trial's config is checked; dropout 0.2 trains
+    args = ["sweep=digits_smoke", *store.args(name), "tracking=none", "regularization=dropout"]
+    assert main([*args, "optimizer.lr=0.1", "regularization.dropout=choice(1.5, 0.2)", "train.epochs=1"]) == 0
+    study = store.study(name)
+    states = {t.params["regularization.dropout"]: t for t in study.trials}
+    assert states[0.2].state == TrialState.COMPLETE
+    assert states[1.5].state == TrialState.FAIL
+    assert "ConfigError: regularization.dropout=1.5 is not allowed" in states[1.5].user_attrs["fail_reason"]

@@ -1,0 +1,120 @@
+"""The study layer without training: samplers and pruners, the budget over workers and retries, dead workers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from experiments.schema import ConfigError
+from sweeps.config import HeartbeatConf, settings
+from sweeps.space import parse
+from sweeps.study import (
+    Heartbeat,
+    JournalFileStorage,
+    ask,
+    budget,
+    counted,
+    fail_stale,
+    open_storage,
+    open_study,
+    pruner,
+    remaining,
+    sampler,
+)
+
+SPACE = parse({"x": "interval(0, 1)", "n": "range(1, 4)"})[0]
+
+
+def test_samplers_and_pruners_by_name():
+    assert isinstance(sampler({"name": "tpe", "seed": 0}, SPACE), optuna.samplers.TPESampler)
+    assert isinstance(sampler({"name": "random", "seed": 0}, SPACE), optuna.samplers.RandomSampler)
+    assert isinstance(sampler({"name": "cmaes", "seed": 0}, SPACE), optuna.samplers.CmaEsSampler)
+    grid = parse({"a": "choice(1,2,3)", "b": "range(0,2)"})[0]
+    assert isinstance(sampler({"name": "grid", "seed": 0}, grid), optuna.samplers.GridSampler)
+    assert budget(settings({"n_trials": 100, "sampler": {"name": "grid"}}), grid) == 6
+    assert isinstance(pruner({"name": "median", "n_startup_trials": 1}), optuna.pruners.MedianPruner)
+    assert isinstance(pruner({"name": "hyperband", "min_resource": 1, "max_resource": 9}), optuna.pruners.HyperbandPruner)
+    assert isinstance(pruner({"name": "none"}), optuna.pruners.NopPruner)
+    with pytest.raises(ConfigError, match="sweep.sampler.name='bayes'"):
+        sampler({"name": "bayes"}, SPACE)
+    with pytest.raises(ConfigError, match="sweep.pruner"):
+        pruner({"name": "median", "patience": 3})
+
+
+def test_gp_sampler_without_torch_says_what_to_install():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="PyTorch"):
+            sampler({"name": "gp", "seed": 0}, SPACE)
+    else:
+        assert isinstance(sampler({"name": "gp", "seed": 0}, SPACE), optuna.samplers.GPSampler)
+
+
+def journal_study(tmp_path, name="s", grace=2, n_trials=3) -> optuna.Study:
+    conf = settings({"study_name": name, "n_trials": n_trials, "heartbeat": {"interval": 1, "grace_period": grace}})
+    storage = open_storage(str(tmp_path / f"{name}.log"), conf.heartbeat)
+    return open_study(conf, storage, SPACE, "maximize")
+
+
+def test_a_trial_whose_heartbeat_stopped_is_failed_with_the_reason_and_queued_again(tmp_path):
+    study = journal_study(tmp_path)
+    assert isinstance(study._storage, JournalFileStorage)
+    [alive], [dead] = ask(study, 3, HeartbeatConf(1, 2)), ask(study, 3, HeartbeatConf(1, 2))
+    SPACE.suggest(dead)
+    with Heartbeat(study._storage, alive._trial_id):
+        beat = study._storage.heartbeats / str(dead._trial_id)
+        beat.touch()
+        os.utime(beat, (time.time() - 10, time.time() - 10))  # its worker stopped beating 10 s ago
+        failed = []
+        assert fail_stale(study, max_retry=1, on_failed=failed.append) == [dead.number]
+    assert [t.number for t in failed] == [dead.number]
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    assert "no heartbeat" in trials[dead.number].user_attrs["fail_reason"]
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == trials[dead.number].params
+    assert retry.system_attrs["failed_trial"] == dead.number and "fail_reason" not in retry.user_attrs
+    assert trials[alive.number].state == TrialState.RUNNING  # its heartbeat is fresh
+    # the failed-and-retried trial does not count: the budget of 3 is alive + the retry + one more
+    assert len(counted(trials)) == 2 and remaining(study, 3) == 2
+    (again,) = ask(study, 3, HeartbeatConf(1, 2))
+    assert again.number == retry.number and again.params == retry.params
+
+
+def test_max_retry_bounds_the_retries(tmp_path):
+    study = journal_study(tmp_path, grace=2)
+    (trial,) = ask(study, 3, HeartbeatConf(1, 2))
+    time.sleep(2.2)  # never beat: stale by its start time
+    assert fail_stale(study, max_retry=0) == [trial.number]
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]  # not queued again
+    assert remaining(study, 3) == 2
+
+
+def ask_and_tell(path: str, n_trials: int, seconds: float) -> None:
+    """A worker process: ask within the budget and tell right away until the budget is used."""
+    conf = settings({"study_name": "shared", "n_trials": n_trials, "sampler": {"name": "random", "seed": None}})
+    study = open_study(conf, open_storage(path, conf.heartbeat), SPACE, "maximize")
+    while trials := ask(study, n_trials, conf.heartbeat):
+        time.sleep(seconds)
+        study.tell(trials[0], SPACE.suggest(trials[0])["x"])
+
+
+def test_workers_asking_at_once_meet_the_budget_exactly(tmp_path):
+    path = str(tmp_path / "shared.log")
+    journal_study(tmp_path, name="shared", n_trials=13)  # create it
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=ask_and_tell, args=(path, 13, 0.01 * i)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    trials = optuna.load_study(study_name="shared", storage=open_storage(path, None)).get_trials()
+    assert len(trials) == 13 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(13))
