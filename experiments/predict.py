@@ -335,6 +335,8 @@ def predict_inputs(model: Model, inputs: Sequence[str], top: int) -> tuple[list[
                 lines.append(format_prediction(item, probs[0], top))
         except InputError as err:
             errors.append(str(err))
+        except Exception as err:  # noqa: BLE001 - one odd file must not hide the others' predictions
+            errors.append(f"{item}: could not be classified ({type(err).__name__}: {err}).")
     return lines, errors
 
 

@@ -59,9 +59,10 @@ def free_port() -> int:
 
 def compose(*overrides: str):
     """``conf/config.yaml`` composed with ``overrides``, as ``experiments/run.py`` gives it to ``train``."""
-    import experiments.schema  # noqa: F401  registers the structured-config schemas
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
+    import experiments.schema  # noqa: F401  registers the structured-config schemas
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
@@ -121,30 +122,40 @@ class Server:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM to the process group, SIGKILL to what is left of it after ``timeout``."""
+        pgid = self.process.pid
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(pgid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
         # Children may have survived their leader: kill the group until nothing of it is left.
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                break
+        while group_alive(pgid) and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            self.process.poll()  # reap the leader
             time.sleep(0.1)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether a process of group ``pgid`` still runs (zombies, already dead, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            return True
+    return False
 
 
 @pytest.fixture(scope="session")

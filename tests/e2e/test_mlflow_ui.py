@@ -194,7 +194,9 @@ def test_run_has_confusion_and_weight_artifacts(ui, page, shot):
     expect(page.get_by_text("checkpoints/last.npz", exact=True)).to_be_visible()
     page.get_by_text("figures", exact=True).click()
     page.get_by_text("test_confusion.png", exact=True).click()
-    expect(page.locator("img[src*='test_confusion.png']").first).to_be_visible()
+    figure = page.get_by_alt_text("figures/test_confusion.png").first
+    expect(figure).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=figure.element_handle())
     shot("figure")
 
 
@@ -209,7 +211,9 @@ def test_run_has_its_logged_model(ui, page, shot):
     expect(page.get_by_text("model", exact=True).first).to_be_visible()
     page.get_by_role("link", name="Artifacts", exact=True).click()
     page.get_by_text("MLmodel", exact=True).click()
-    expect(page.get_by_text("python_function").first).to_be_visible()
-    page.get_by_text("artifacts", exact=True).first.click()
-    expect(page.get_by_text("network.npz", exact=True)).to_be_visible()
+    expect(page.get_by_text("python_function").first).to_be_visible()  # the MLmodel file, previewed
+    expect(page.get_by_text("loader_module: mlflow.pyfunc.model").first).to_be_visible()
     shot("model")
+    page.get_by_text("artifacts", exact=True).first.click()  # the folder holding the weights
+    page.get_by_text("network.npz", exact=True).click()
+    expect(page.get_by_text("artifacts/network.npz", exact=True).first).to_be_visible()

@@ -100,7 +100,8 @@ def test_mnist_like_box_and_centre_of_mass():
     image = mnist_like(grey)
     assert image.shape == (28, 28) and image.dtype == np.float32
     rows, cols = np.flatnonzero(image.max(axis=1) > 0.5), np.flatnonzero(image.max(axis=0) > 0.5)
-    assert rows[-1] - rows[0] + 1 == 20  # the longer side scaled to 20 px
+    assert rows[-1] - rows[0] + 1 == 20  # the longer side scaled to 20 px ...
+    assert 3 <= cols[-1] - cols[0] + 1 <= 5  # ... and the other by as much (40 * 20 / 220)
     com = predict.center_of_mass(image)
     assert abs(com[0] - 14) <= 0.5 and abs(com[1] - 14) <= 0.5
 
