@@ -27,7 +27,12 @@ if str(REPO) not in sys.path:
 from sweeps.study import open_storage  # noqa: E402
 
 # tracked, but without the costly parts: no model, no checkpoints, no misclassified grid, no progress bar
-QUICK = ["train.progress=false", "tracking.log_model=false", "tracking.checkpoints.policy=none", "tracking.misclassified=0"]
+QUICK = [
+    "train.progress=false",
+    "tracking.log_model=false",
+    "tracking.checkpoints.policy=none",
+    "tracking.misclassified=0",
+]
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
 
 

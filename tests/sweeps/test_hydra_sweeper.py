@@ -30,9 +30,3 @@ def test_multirun_with_the_nnlab_optuna_sweeper_prunes_and_tracks(store, name, t
     assert "sweep_trial.number" in job.data.tags["nnlab.overrides"]  # the job's own Hydra overrides
     assert job.data.params["sweep_trial.study"] == name
     assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1", "2"]
-
-
-def test_hydra_lists_the_sweeper_among_its_plugins(tmp_path):
-    command = [sys.executable, str(REPO / "experiments" / "run.py"), "--info", "plugins"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "hydra_plugins.nnlab_optuna_sweeper.sweeper.NnlabOptunaSweeper" in done.stdout

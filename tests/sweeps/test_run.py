@@ -39,11 +39,15 @@ def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, nam
     assert parent.data.metrics["trials/pruned"] == 1 and parent.data.metrics["trials/fail"] == 1
     artifacts = {a.path for a in store.client.list_artifacts(parent.info.run_id, "optuna")}
     assert {"optuna/trials.csv", "optuna/best.json", "optuna/optimization_history.png"} <= artifacts
-    best = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "optuna/best.json", str(tmp_path))).read_text())
+    best = json.loads(
+        Path(store.client.download_artifacts(parent.info.run_id, "optuna/best.json", str(tmp_path))).read_text()
+    )
     assert best["params"] == {"optimizer.lr": 0.1}
 
     out = tmp_path / "report"
-    assert report.main(["--study", name, "--tracking-dir", str(store.dir), "--experiment", name, "--out", str(out)]) == 0
+    assert (
+        report.main(["--study", name, "--tracking-dir", str(store.dir), "--experiment", name, "--out", str(out)]) == 0
+    )
     text = (out / "report.md").read_text()
     assert f"**Best trial #{study.best_trial.number}**" in text and "ThresholdPruner" in text and "diverged" in text
     assert children[study.best_trial.number].info.run_id in text  # the top-k table links each trial to its run

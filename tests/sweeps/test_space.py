@@ -41,7 +41,9 @@ def test_plain_values_are_fixed_and_the_command_line_wins():
 
 
 def test_trial_overrides_round_trip_through_hydra():
-    space, _ = parse({"model": "choice(wide1024,deep2x1024)", "model.hidden": "choice([64],[32,32])", "lr": "interval(0,1)"})
+    space, _ = parse(
+        {"model": "choice(wide1024,deep2x1024)", "model.hidden": "choice([64],[32,32])", "lr": "interval(0,1)"}
+    )
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     params = space.suggest(trial)
     parser = OverridesParser.create()

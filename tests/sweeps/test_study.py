@@ -25,6 +25,7 @@ from sweeps.study import (
     pruner,
     remaining,
     sampler,
+    unwrap,
 )
 
 SPACE = parse({"x": "interval(0, 1)", "n": "range(1, 4)"})[0]
@@ -38,12 +39,16 @@ def test_samplers_and_pruners_by_name():
     assert isinstance(sampler({"name": "grid", "seed": 0}, grid), optuna.samplers.GridSampler)
     assert budget(settings({"n_trials": 100, "sampler": {"name": "grid"}}), grid) == 6
     assert isinstance(pruner({"name": "median", "n_startup_trials": 1}), optuna.pruners.MedianPruner)
-    assert isinstance(pruner({"name": "hyperband", "min_resource": 1, "max_resource": 9}), optuna.pruners.HyperbandPruner)
+    assert isinstance(
+        pruner({"name": "hyperband", "min_resource": 1, "max_resource": 9}), optuna.pruners.HyperbandPruner
+    )
     assert isinstance(pruner({"name": "none"}), optuna.pruners.NopPruner)
     with pytest.raises(ConfigError, match="sweep.sampler.name='bayes'"):
         sampler({"name": "bayes"}, SPACE)
     with pytest.raises(ConfigError, match="sweep.pruner"):
         pruner({"name": "median", "patience": 3})
+    # keys of the sweep's own pruner are dropped when the command line names another one
+    assert isinstance(pruner({"name": "none", "n_startup_trials": 5}), optuna.pruners.NopPruner)
 
 
 def test_gp_sampler_without_torch_says_what_to_install():
@@ -64,7 +69,7 @@ def journal_study(tmp_path, name="s", grace=2, n_trials=3) -> optuna.Study:
 
 def test_a_trial_whose_heartbeat_stopped_is_failed_with_the_reason_and_queued_again(tmp_path):
     study = journal_study(tmp_path)
-    assert isinstance(study._storage, JournalFileStorage)
+    assert isinstance(study._storage, JournalFileStorage) and unwrap(study._storage) is study._storage
     [alive], [dead] = ask(study, 3, HeartbeatConf(1, 2)), ask(study, 3, HeartbeatConf(1, 2))
     SPACE.suggest(dead)
     with Heartbeat(study._storage, alive._trial_id):
@@ -96,25 +101,29 @@ def test_max_retry_bounds_the_retries(tmp_path):
     assert remaining(study, 3) == 2
 
 
-def ask_and_tell(path: str, n_trials: int, seconds: float) -> None:
+def ask_and_tell(url: str, n_trials: int, seconds: float) -> None:
     """A worker process: ask within the budget and tell right away until the budget is used."""
     conf = settings({"study_name": "shared", "n_trials": n_trials, "sampler": {"name": "random", "seed": None}})
-    study = open_study(conf, open_storage(path, conf.heartbeat), SPACE, "maximize")
+    study = open_study(conf, open_storage(url, conf.heartbeat), SPACE, "maximize")
     while trials := ask(study, n_trials, conf.heartbeat):
         time.sleep(seconds)
         study.tell(trials[0], SPACE.suggest(trials[0])["x"])
 
 
-def test_workers_asking_at_once_meet_the_budget_exactly(tmp_path):
-    path = str(tmp_path / "shared.log")
-    journal_study(tmp_path, name="shared", n_trials=13)  # create it
+def ask_from_processes(url: str, n_trials: int, processes: int = 4) -> list[optuna.trial.FrozenTrial]:
+    """``processes`` forked workers asking for trials of study "shared" at once; its trials afterwards."""
+    open_study(settings({"study_name": "shared"}), open_storage(url, None), SPACE, "maximize")  # create it
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=ask_and_tell, args=(path, 13, 0.01 * i)) for i in range(4)]
+    workers = [context.Process(target=ask_and_tell, args=(url, n_trials, 0.01 * i)) for i in range(processes)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(120)
-    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
-    trials = optuna.load_study(study_name="shared", storage=open_storage(path, None)).get_trials()
+    assert [w.exitcode for w in workers] == [0] * processes
+    return optuna.load_study(study_name="shared", storage=open_storage(url, None)).get_trials()
+
+
+def test_workers_asking_at_once_meet_the_budget_exactly(tmp_path):
+    trials = ask_from_processes(str(tmp_path / "shared.log"), 13)
     assert len(trials) == 13 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(13))

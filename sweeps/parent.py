@@ -1,0 +1,143 @@
+"""The sweep's MLflow parent run: found by its study name (so a rerun resumes it), summarized at the end.
+
+Each trial's run is a child of it (``tracking.parent_run_id``), tagged ``nnlab.study`` and ``nnlab.trial``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from experiments.tracking import environment_tags, resolve_store
+from sweeps.config import SweepConf
+from sweeps.space import Space
+
+log = logging.getLogger("nnlab.sweeps")
+
+SWEEP_TAG = "nnlab.sweep"  # on the parent run: the study name
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created meanwhile by another process
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def children(client: MlflowClient, experiment_id: str, study_name: str) -> dict[int, Run]:
+    """The trial runs of a study by trial number (the latest run of a number, if several)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`nnlab.study` = '{study_name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
+    return {int(r.data.tags["nnlab.trial"]): r for r in runs if "nnlab.trial" in r.data.tags}
+
+
+def trial_runs(tracking: DictConfig, study_name: str) -> dict[int, Run]:
+    """Read-only: the trial runs of a study in ``tracking``'s store ({} when the experiment does not exist)."""
+    uri, _ = resolve_store(tracking)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(tracking.experiment)
+    return {} if found is None else children(client, found.experiment_id, study_name)
+
+
+class Parent:
+    """The parent run of study ``study_name`` in ``tracking.experiment``: created, or found and reopened
+    (or, given ``run_id``, just used)."""
+
+    def __init__(self, tracking: DictConfig, study_name: str, run_id: str | None = None) -> None:
+        self.uri, artifact_location = resolve_store(tracking)
+        self.client = MlflowClient(self.uri)
+        self.study_name = study_name
+        self.experiment_id = experiment_id(self.client, tracking.experiment, artifact_location)
+        if run_id is not None:  # a worker: the driver has opened it
+            self.run_id, self.resumed = run_id, True
+            return
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{SWEEP_TAG}` = '{study_name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        self.resumed = bool(found)
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            tags = environment_tags() | {SWEEP_TAG: study_name}
+            self.run_id = self.client.create_run(
+                self.experiment_id, run_name=f"sweep {study_name}", tags=tags
+            ).info.run_id
+
+    def describe(self, conf: SweepConf, space: Space, storage_url: str, overrides: list[str]) -> None:
+        """Params of the sweep (on creation only: MLflow params cannot change) and tags that may change."""
+        if not self.resumed:
+            params = {f"sampler.{k}": v for k, v in conf.sampler.items()}
+            params |= {f"pruner.{k}": v for k, v in conf.pruner.items()}
+            params |= {f"space.{k}": d for k, d in space.distributions.items()}
+            params |= {"fixed": " ".join(space.fixed), "overrides": " ".join(overrides), "study_name": conf.study_name}
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        tags = {"nnlab.sweep.n_trials": str(conf.n_trials), "nnlab.sweep.storage": storage_url}
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def children(self) -> dict[int, Run]:
+        return children(self.client, self.experiment_id, self.study_name)
+
+    def fail_child(self, trial: FrozenTrial) -> None:
+        """Close the run of a trial whose worker died (still RUNNING in MLflow) as FAILED, with the reason."""
+        run = self.children().get(trial.number)
+        if run is not None and run.info.status == "RUNNING":
+            self.client.set_tag(
+                run.info.run_id, "nnlab.failure_reason", trial.user_attrs.get("fail_reason", "worker lost")
+            )
+            self.client.set_terminated(run.info.run_id, "FAILED")
+
+    def summarize(self, study: optuna.Study, objective: str) -> None:
+        """Best value and params, trial counts, Optuna's plots and the trials table as artifacts."""
+        from sweeps.report import figures, trials_table
+
+        trials = study.get_trials(deepcopy=False)
+        counts = {s: sum(t.state == s for t in trials) for s in TrialState if s != TrialState.WAITING}
+        metrics = {f"trials/{s.name.lower()}": float(n) for s, n in counts.items()}
+        tags = {}
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if complete:
+            best = study.best_trial
+            metrics[f"best/{objective}"] = float(best.value)
+            tags = {"best.trial": str(best.number)} | {f"best.{k}": str(v) for k, v in best.params.items()}
+            run = self.children().get(best.number)
+            if run is not None:
+                tags["best.run_id"] = run.info.run_id
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, v, now, len(trials)) for k, v in metrics.items()],  # step: trials so far
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+        with tempfile.TemporaryDirectory(prefix="nnlab-sweep-") as tmp:
+            out = Path(tmp)
+            trials_table(study, self.children()).to_csv(out / "trials.csv", index=False)
+            if complete:
+                (out / "best.json").write_text(
+                    json.dumps({"trial": best.number, "value": best.value, "params": best.params}, indent=2)
+                )
+            figures(study, out)
+            self.client.log_artifacts(self.run_id, str(out), "optuna")
+
+    def close(self, finished: bool) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")

@@ -1,0 +1,155 @@
+"""A study's report from its storage and MLflow runs: ``python -m sweeps.report --study lr_momentum_l2``.
+
+Writes ``report.md`` (best trial, top-k table, trial counts) and Optuna's plots (optimization
+history, parameter importances, parallel coordinates) and ``trials.csv`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from mlflow.entities import Run
+from optuna.trial import TrialState
+
+log = logging.getLogger("nnlab.sweeps")
+
+PLOTS = {
+    "optimization_history": "plot_optimization_history",
+    "param_importances": "plot_param_importances",
+    "parallel_coordinate": "plot_parallel_coordinate",
+}
+
+
+def figures(study: optuna.Study, out: Path) -> list[Path]:
+    """Optuna's matplotlib plots as PNGs in ``out``; a plot the study cannot have yet (too few trials) is skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    written = []
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return written
+    for name, function in PLOTS.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = getattr(plots, function)(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as err:
+            log.info("no %s plot: %s", name, err)
+            continue
+        fig = ax.ravel()[0].figure if hasattr(ax, "ravel") else ax.figure
+        fig.set_size_inches(9, 5)
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def trials_table(study: optuna.Study, runs: dict[int, Run] | None = None) -> pd.DataFrame:
+    """One row per trial: number, state, value, params, epochs reported, duration, reason, and its MLflow run."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        run = (runs or {}).get(t.number)
+        row = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value if t.value is not None else math.nan,
+            **{f"params.{k}": v for k, v in t.params.items()},
+            "epochs": max(t.intermediate_values, default=0),
+            "seconds": t.duration.total_seconds() if t.duration else math.nan,
+            "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or "",
+            "retry_of": t.system_attrs.get("failed_trial", ""),
+            "run_id": run.info.run_id if run else "",
+            "run_status": run.info.status if run else "",
+        }
+        if run is not None and "test/acc" in run.data.metrics:
+            row["test/acc"] = run.data.metrics["test/acc"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table_markdown(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (floats to 4 significant digits)."""
+
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def markdown(study: optuna.Study, table: pd.DataFrame, top: int, images: list[Path]) -> str:
+    """The report's text: counts, best trial, top-k table, plots."""
+    counts = table["state"].value_counts().to_dict() if len(table) else {}
+    lines = [f"# Study `{study.study_name}`", "", f"Direction: {study.direction.name.lower()}; trials: {len(table)} "]
+    lines[-1] += "(" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")"
+    complete = table[table["state"] == "COMPLETE"] if len(table) else table
+    if len(complete):
+        best = study.best_trial
+        lines += ["", f"**Best trial #{best.number}**: value {best.value:.4f}", ""]
+        lines += [f"- `{k}` = {v}" for k, v in best.params.items()]
+        ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
+        shown = complete.sort_values("value", ascending=ascending).head(top)
+        columns = [c for c in shown.columns if c not in ("state", "reason", "retry_of", "run_status")]
+        lines += ["", f"## Top {len(shown)}", "", table_markdown(shown[columns])]
+    failed = table[table["state"].isin(["FAIL", "PRUNED"])] if len(table) else table
+    if len(failed):
+        lines += ["", "## Pruned and failed", "", table_markdown(failed[["number", "state", "epochs", "reason"]])]
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in images]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(study: optuna.Study, out: Path, runs: dict[int, Run] | None = None, top: int = 10) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    table = trials_table(study, runs)
+    table.to_csv(out / "trials.csv", index=False)
+    images = figures(study, out)
+    path = out / "report.md"
+    path.write_text(markdown(study, table, top, images))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--study", required=True, help="study name (sweep.study_name)")
+    parser.add_argument("--storage", help="journal file or database URL (default: <tracking-dir>/optuna/<study>.log)")
+    parser.add_argument("--tracking-dir", default="mlruns", help="MLflow store directory (tracking.dir)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI instead of the store in --tracking-dir")
+    parser.add_argument("--experiment", default="nnlab", help="MLflow experiment (tracking.experiment)")
+    parser.add_argument("--top", type=int, default=10, help="rows of the top-k table")
+    parser.add_argument("--out", type=Path, help="output folder (default: <tracking-dir>/reports/<study>)")
+    args = parser.parse_args(argv)
+    from omegaconf import OmegaConf
+
+    from sweeps.parent import trial_runs
+    from sweeps.study import open_storage
+
+    storage_url = args.storage or str(Path(args.tracking_dir).resolve() / "optuna" / f"{args.study}.log")
+    if "://" not in storage_url and not Path(storage_url).exists():
+        print(f"no study storage at {storage_url}: pass --storage", file=sys.stderr)
+        return 2
+    study = optuna.load_study(study_name=args.study, storage=open_storage(storage_url, heartbeat=None))
+    runs = None
+    tracking = OmegaConf.create({"uri": args.tracking_uri, "dir": args.tracking_dir, "experiment": args.experiment})
+    if args.tracking_uri or (Path(args.tracking_dir) / "mlflow.db").exists():
+        runs = trial_runs(tracking, args.study)
+    path = write_report(study, args.out or Path(args.tracking_dir) / "reports" / args.study, runs, args.top)
+    print(path.read_text())
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

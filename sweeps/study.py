@@ -1,0 +1,349 @@
+"""The Optuna study of a sweep: storage, sampler, pruner, trial budget and dead-worker detection.
+
+Storage is an Optuna journal file by default (safe for several processes on one machine), or any
+database URL that SQLAlchemy knows (PostgreSQL for workers on several machines). Both record a
+heartbeat per running trial: Optuna's own for databases, and here, for journal files, which Optuna 5
+does not cover, the modification time of a file per trial next to the journal. A running trial whose
+heartbeat is older than the grace period is failed (with ``fail_reason``) and queued again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import inspect
+import logging
+import random
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from experiments.schema import ConfigError
+from sweeps.config import HeartbeatConf, SweepConf
+from sweeps.space import Space
+
+log = logging.getLogger("nnlab.sweeps")
+WARNED: set[str] = set()  # said once per process, however often a study is opened
+
+
+class JournalFileStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal file storage with heartbeats: one file per running trial, touched every interval."""
+
+    def __init__(self, path: str | Path, heartbeat_interval: int, grace_period: int) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.heartbeats = self.path.with_name(self.path.name + ".heartbeats")
+        self.heartbeats.mkdir(exist_ok=True)
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        super().__init__(JournalFileBackend(str(self.path)))
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        (self.heartbeats / str(trial_id)).touch()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now, stale = time.time(), []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = self.heartbeats / str(trial._trial_id)
+            last = beat.stat().st_mtime if beat.exists() else trial.datetime_start.timestamp()
+            if now - last > self.grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> None:
+        return None  # fail_stale() runs ours
+
+
+def open_storage(url: str, heartbeat: HeartbeatConf | None) -> BaseStorage:
+    """A journal file storage for a path, or an RDB storage for a database URL; with heartbeats unless None."""
+    if "://" not in url:
+        if heartbeat is None:
+            return JournalStorage(JournalFileBackend(url))
+        return JournalFileStorage(url, heartbeat.interval, heartbeat.grace_period)
+    beats = (
+        {} if heartbeat is None else {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace_period}
+    )
+    engine = {"pool_pre_ping": True} if not url.startswith("sqlite") else None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+                return RDBStorage(url, engine_kwargs=engine, **beats)
+        except ImportError as err:
+            raise ConfigError(
+                f"sweep.storage={url}: its driver is missing ({err}); pip install 'psycopg[binary]'"
+            ) from err
+        except SQLAlchemyError:
+            if attempt == 2:
+                raise
+            time.sleep(1 + random.random())  # workers creating Optuna's tables in a new database at once: one wins
+
+
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+
+PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "none": optuna.pruners.NopPruner,
+}
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` (only allowed inside ``optimize``): the budget stops us."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def sampler(options: dict[str, Any], space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler ``options`` names (``{"name": "tpe", "seed": 0, ...}``; other keys are its arguments).
+
+    ``seed_offset`` keeps workers, and restarts of a study, from drawing the same random points (except
+    for the grid, whose seed numbers its points).
+    """
+    kwargs = dict(options)
+    name = kwargs.pop("name")
+    if name == "grid":  # its seed shuffles the grid, whose point numbers every worker and restart must share
+        return GridSampler(space.grid(), **(kwargs | {"seed": kwargs.get("seed") or 0}))
+    if kwargs.get("seed") is not None:
+        kwargs["seed"] += seed_offset
+    if name not in SAMPLERS:
+        raise ConfigError(f"sweep.sampler.name={name!r} is not allowed: one of grid, {', '.join(SAMPLERS)}.")
+    if name == "gp":
+        try:
+            import torch  # noqa: F401
+        except ImportError as err:
+            raise ConfigError(
+                "sweep.sampler.name=gp needs PyTorch: Optuna's GPSampler is written in torch. "
+                'pip install -e ".[gp]" (or torch), or use tpe or cmaes.'
+            ) from err
+    if name == "cmaes" and not all(
+        isinstance(d, optuna.distributions.FloatDistribution | optuna.distributions.IntDistribution)
+        for d in space.distributions.values()
+    ):
+        log.warning("CMA-ES samples only numeric dimensions; the categorical ones are sampled at random")
+    return construct("sampler", SAMPLERS, name, kwargs)
+
+
+def pruner(options: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """The pruner ``options`` names (``{"name": "median", "n_startup_trials": 5, ...}``)."""
+    kwargs = dict(options)
+    name = kwargs.pop("name")
+    if name not in PRUNERS:
+        raise ConfigError(f"sweep.pruner.name={name!r} is not allowed: one of {', '.join(PRUNERS)}.")
+    return construct("pruner", PRUNERS, name, kwargs)
+
+
+def construct(kind: str, factories: dict[str, Callable], name: str, kwargs: dict[str, Any]) -> Any:
+    """``factories[name](**kwargs)``, leaving out with a warning the keys that only other ``kind``s take (left
+    from the sweep's config after ``sweep.pruner.name=...`` on the command line); others are errors."""
+    accepted = set(inspect.signature(factories[name]).parameters)
+    known = set().union(*(inspect.signature(f).parameters for f in factories.values()))
+    for key in [k for k in kwargs if k not in accepted and k in known]:
+        message = f"sweep.{kind}.{key} is ignored: the {name} {kind} does not take it"
+        if message not in WARNED:
+            log.warning(message)
+            WARNED.add(message)
+        kwargs.pop(key)
+    try:
+        return factories[name](**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"sweep.{kind} ({name}): {err}") from err
+
+
+def budget(conf: SweepConf, space: Space) -> int:
+    """``n_trials``, or fewer when the grid sampler's grid is smaller."""
+    if conf.sampler["name"] != "grid":
+        return conf.n_trials
+    size = 1
+    for values in space.grid().values():
+        size *= len(values)
+    return min(conf.n_trials, size)
+
+
+def open_study(conf: SweepConf, storage: BaseStorage, space: Space, direction: str, worker: int = 0) -> optuna.Study:
+    """Create the study, or load it to resume; the sampler's seed is offset by worker and trials so far."""
+    study = optuna.create_study(storage=storage, study_name=conf.study_name, direction=direction, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise ConfigError(
+            f"study {conf.study_name} exists with direction {study.direction.name.lower()}, not {direction}: "
+            "choose another sweep.study_name."
+        )
+    offset = 1000 * worker + len(study.get_trials(deepcopy=False))
+    study.sampler = sampler(conf.sampler, space, offset)
+    study.pruner = pruner(conf.pruner)
+    return study
+
+
+def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that use the budget: all but the failed ones that were queued again (``retry``)."""
+    retried = set().union(*(t.system_attrs.get("retry_history", []) for t in trials))
+    return [t for t in trials if not (t.state == TrialState.FAIL and t.number in retried)]
+
+
+def retry(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool:
+    """Queue a failed trial again with its parameters and system attributes (a grid sampler's point), as
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` does, but not its user attributes (``fail_reason``);
+    False once it has been retried ``max_retry`` times."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        return False
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
+        )
+    )
+    return True
+
+
+def remaining(study: optuna.Study, n_trials: int) -> int:
+    """Trials still to ask for: the budget less the counted ones; queued (WAITING) trials are asked for too."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return max(n_trials - len(counted(trials)), 0) + waiting
+
+
+def ask(
+    study: optuna.Study,
+    n_trials: int,
+    heartbeat: HeartbeatConf,
+    on_failed: Callable[[FrozenTrial], None] | None = None,
+    count: int = 1,
+) -> list[optuna.Trial]:
+    """Up to ``count`` new trials within the budget (none when it is used), after failing stale ones."""
+    with budget_lock(study._storage, study.study_name), warnings.catch_warnings():
+        # we run the heartbeat thread ourselves (Heartbeat), as Study.optimize would
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        fail_stale(study, heartbeat.max_retry, on_failed)
+        return [study.ask() for _ in range(min(count, remaining(study, n_trials)))]
+
+
+def running(study: optuna.Study) -> list[int]:
+    """Numbers of the trials running now (in any worker)."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+
+def unwrap(storage: BaseStorage) -> BaseStorage:
+    """The storage itself: a study wraps an ``RDBStorage`` in Optuna's ``_CachedStorage``."""
+    backend = getattr(storage, "_backend", None)  # (a journal storage's _backend is its file: not that)
+    return backend if isinstance(backend, RDBStorage) else storage
+
+
+@contextlib.contextmanager
+def budget_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
+    """Serialize "count, then ask" across workers so that the budget is met exactly.
+
+    A file lock for a journal file or SQLite database, a PostgreSQL advisory lock for PostgreSQL;
+    other databases go unlocked (a parallel sweep may run a trial or two more than the budget).
+    """
+    storage = unwrap(storage)
+    if isinstance(storage, JournalFileStorage):
+        lock_path = storage.path.with_name(storage.path.name + ".budget.lock")
+    elif isinstance(storage, RDBStorage) and storage.url.startswith("sqlite:///"):
+        lock_path = Path(storage.url.removeprefix("sqlite:///") + f".{study_name}.lock")
+    else:
+        lock_path = None
+    if lock_path is not None:
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    elif isinstance(storage, RDBStorage) and storage.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with storage.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": f"nnlab:{study_name}"})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": f"nnlab:{study_name}"})
+                connection.commit()
+    else:
+        yield
+
+
+def fail_stale(
+    study: optuna.Study, max_retry: int, on_failed: Callable[[FrozenTrial], None] | None = None
+) -> list[int]:
+    """Fail the running trials whose heartbeat stopped (a dead worker), with a reason, and queue them again.
+
+    Returns the numbers of the trials failed here (another worker may fail some first).
+    """
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+        return []
+    grace = getattr(unwrap(storage), "grace_period", None) or 2 * storage.get_heartbeat_interval()  # Optuna's default
+    reason = f"worker lost: no heartbeat for more than {grace} s"
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue
+        trial = storage.get_trial(trial_id)
+        log.warning("trial %d failed: %s", trial.number, reason)
+        failed.append(trial.number)
+        retry(study, trial, max_retry)
+        if on_failed is not None:
+            on_failed(trial)
+    return failed
+
+
+class Heartbeat:
+    """A thread recording a running trial's heartbeat every interval (a no-op for storages without heartbeats)."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
+        self.storage, self.trial_id = storage, trial_id
+        self.interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as err:  # a missed beat must not kill the trial
+                log.warning("heartbeat of trial id %d failed: %s", self.trial_id, err)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if isinstance(self.storage, JournalFileStorage):
+            (self.storage.heartbeats / str(self.trial_id)).unlink(missing_ok=True)

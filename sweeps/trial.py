@@ -1,0 +1,126 @@
+"""One trial: ``train(cfg)`` reporting to the study's pruner every epoch, and its outcome told to the study.
+
+``run`` is shared by the driver (``sweeps.run``, the trial in hand) and by multirun jobs of the
+``nnlab_optuna`` sweeper (``run_job``: the trial named by ``cfg.sweep_trial``, rebuilt from storage).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Any
+
+import mlflow
+import optuna
+from omegaconf import DictConfig, open_dict
+from optuna.trial import TrialState
+
+from experiments.train import Pruned
+from sweeps.config import report_metric
+
+log = logging.getLogger("nnlab.sweeps")
+
+PRUNER_ATTR = "nnlab.pruner"  # study user attribute: the pruner's options, for jobs in other processes
+
+
+class Reporter:
+    """``on_epoch`` hook of a trial: report the metric, raise ``Pruned`` when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        run = mlflow.active_run()
+        if epoch == 1 and run is not None:
+            self.trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        value = metrics.get(self.metric)
+        if value is None:  # not finite this epoch: nothing to report
+            return
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            pruner = type(self.trial.study.pruner).__name__
+            raise Pruned(f"{pruner} pruned the trial at epoch {epoch} ({self.metric} = {value:.4f})")
+
+
+def run(
+    cfg: DictConfig, trial: optuna.Trial, parent_run_id: str | None = None, overrides: list[str] | None = None
+) -> float:
+    """``train(cfg)`` as trial ``trial``: its MLflow run tagged and nested, reporting every epoch.
+
+    Returns the objective (NaN for a diverged run, whose reason goes to the trial's ``fail_reason``);
+    raises ``Pruned`` when pruned and whatever else ``train`` raises.
+    """
+    from experiments.train import train
+
+    study_name = trial.study.study_name
+    with open_dict(cfg):
+        cfg.tracking.tags["nnlab.study"] = study_name
+        cfg.tracking.tags["nnlab.trial"] = str(trial.number)
+        if overrides is not None:  # under Hydra, the run takes them from the job
+            cfg.tracking.tags["nnlab.overrides"] = " ".join(overrides)
+    if parent_run_id:
+        cfg.tracking.parent_run_id = parent_run_id
+    if cfg.tracking.run_name is None:
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        cfg.tracking.run_name = f"{study_name} #{trial.number}: {shown}"
+    try:
+        value = train(cfg, on_epoch=Reporter(trial, report_metric(cfg.train.objective)))
+    except Exception:
+        while mlflow.active_run() is not None:  # a run that failed while starting is left active: close it
+            mlflow.end_run(status="FAILED")
+        raise
+    if not math.isfinite(value):
+        trial.set_user_attr("fail_reason", failure_reason(cfg))
+    return value
+
+
+def failure_reason(cfg: DictConfig) -> str:
+    """Why the last run returned NaN: its ``nnlab.failure_reason`` tag, when it was tracked."""
+    if cfg.tracking.enabled:
+        last = mlflow.last_active_run()
+        if last is not None and "nnlab.failure_reason" in last.data.tags:
+            return last.data.tags["nnlab.failure_reason"]
+    return "train() returned NaN: the run diverged (see its log)"
+
+
+def run_job(cfg: DictConfig) -> float:
+    """A multirun job of the ``nnlab_optuna`` sweeper: ``run`` as the trial ``cfg.sweep_trial`` names."""
+    spec = cfg.sweep_trial
+    study = load_study(spec.study, spec.storage)
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, spec.number)
+    return run(cfg, optuna.Trial(study, trial_id))
+
+
+@functools.lru_cache(maxsize=8)
+def load_study(name: str, url: str) -> optuna.Study:
+    """The study of a job, with the sweep's pruner (kept in the study's user attributes); cached per process."""
+    from sweeps.study import open_storage, pruner
+
+    study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=None))
+    study.pruner = pruner(study.user_attrs.get(PRUNER_ATTR, {"name": "none"}))
+    return study
+
+
+def conclude(
+    study: optuna.Study, trial: optuna.Trial, value: Any = None, error: BaseException | None = None
+) -> TrialState:
+    """Tell the study how ``trial`` ended: COMPLETE, PRUNED, or FAIL with ``fail_reason`` (NaN or an exception)."""
+    if isinstance(error, Pruned):
+        trial.set_user_attr("prune_reason", str(error))
+        state, values = TrialState.PRUNED, None
+    elif error is not None:
+        trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+        state, values = TrialState.FAIL, None
+    elif not (isinstance(value, int | float) and math.isfinite(value)):
+        stored = study._storage.get_trial(trial._trial_id).user_attrs  # a job elsewhere may have set the reason
+        if "fail_reason" not in stored:
+            trial.set_user_attr("fail_reason", f"the objective is {value!r}, not a finite number")
+        state, values = TrialState.FAIL, None
+    else:
+        state, values = TrialState.COMPLETE, float(value)
+    study.tell(trial, values, state=state)
+    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    reason = attrs.get("fail_reason") or attrs.get("prune_reason") or ""
+    log.info("trial %d %s%s", trial.number, state.name, f" ({values:.4f})" if values is not None else f": {reason}")
+    return state
