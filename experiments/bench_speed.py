@@ -61,7 +61,6 @@ def tracking_epochs(tracking: str, epochs: int, store: Path) -> list[float]:
     command = [
         sys.executable, str(REPO / "experiments" / "run.py"), f"tracking={tracking}", f"train.epochs={epochs}",
         f"tracking.dir={store}", "tracking.checkpoints.policy=best_and_last", f"hydra.run.dir={store}/hydra",
-        "hydra/job_logging=none", "hydra/hydra_logging=none",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stamps = []
