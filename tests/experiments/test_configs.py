@@ -156,11 +156,11 @@ RECIPES = {
         "optimizer.nesterov": True,
         "optimizer.lr": 0.05,
         "schedule._target_": "nn.CosineAnnealing",
-        "schedule.T_max": 50,
+        "schedule.T_max": 30,
         "regularization.dropout": 0.5,
         "regularization.input_dropout": 0.2,
         "regularization.augment": None,
-        "train.epochs": 50,
+        "train.epochs": 30,
     },
     "best_mlp_augmented": {
         "model.hidden": [800, 800],
@@ -169,7 +169,7 @@ RECIPES = {
         "schedule._target_": "nn.CosineAnnealing",
         "regularization.dropout": 0.3,
         "regularization.augment._target_": "nn.Augmenter",
-        "train.epochs": 50,
+        "train.epochs": 40,
     },
     "best_single_hidden": {
         "model.hidden": [2048],
@@ -178,7 +178,7 @@ RECIPES = {
         "schedule._target_": "nn.CosineAnnealing",
         "regularization.dropout": 0.5,
         "regularization.input_dropout": 0.2,
-        "train.epochs": 50,
+        "train.epochs": 30,
     },
 }
 PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
