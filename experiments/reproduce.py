@@ -10,7 +10,6 @@ they differ, 2 on an error.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from experiments.runs import RunError, get_run, logged_config, tracking_uri_or_default  # noqa: E402
+from experiments.runs import RunError, get_run, logged_config, parse_run_arguments, tracking_uri_or_default  # noqa: E402
 from experiments.schema import ConfigError  # noqa: E402
 from experiments.tracking import environment_tags  # noqa: E402
 from experiments.train import train  # noqa: E402
@@ -69,11 +68,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None) -> tuple[str, dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
-    parser.add_argument("--tracking-uri", help="default: sqlite:///<cwd>/mlruns/mlflow.db")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    args = parse_run_arguments(__doc__.splitlines()[0], argv)
     try:
         new_id, metrics = reproduce(args.run_id, args.tracking_uri)
     except (RunError, ConfigError, DataError) as err:

@@ -9,7 +9,6 @@ an uninterrupted run with the same config and seed.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import tempfile
@@ -19,7 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from experiments.runs import RunError, get_run, latest_training_state, logged_config, tracking_uri_or_default  # noqa: E402
+from experiments.runs import (  # noqa: E402
+    RunError,
+    get_run,
+    latest_training_state,
+    logged_config,
+    parse_run_arguments,
+    tracking_uri_or_default,
+)
 from experiments.schema import ConfigError  # noqa: E402
 from experiments.train import Resume, train  # noqa: E402
 from nn.data import DataError  # noqa: E402
@@ -42,11 +48,7 @@ def resume(run_id: str, tracking_uri: str | None = None) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
-    parser.add_argument("--tracking-uri", help="default: sqlite:///<cwd>/mlruns/mlflow.db")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    args = parse_run_arguments(__doc__.splitlines()[0], argv)
     try:
         resume(args.run_id, args.tracking_uri)
     except (RunError, ConfigError, DataError) as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -72,6 +74,15 @@ def latest_training_state(client: MlflowClient, run_id: str, folder: Path) -> tu
             "logged with tracking.checkpoints.policy=none, or ended before its first epoch. Start it again instead."
         )
     return best
+
+
+def parse_run_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """``RUN_ID [--tracking-uri URI]``, the arguments of resume.py and reproduce.py; also sets up logging."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("run_id")
+    parser.add_argument("--tracking-uri", help="default: sqlite:///<cwd>/mlruns/mlflow.db")
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    return parser.parse_args(argv)
 
 
 def tracking_uri_or_default(uri: str | None) -> str:

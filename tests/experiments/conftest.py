@@ -16,7 +16,6 @@ from pathlib import Path
 os.environ["MPLBACKEND"] = "Agg"  # before anything imports matplotlib
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network calls from tests
 
-import mlflow  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose as hydra_compose  # noqa: E402
 from hydra import initialize_config_dir  # noqa: E402
@@ -94,13 +93,3 @@ def mlflow_store(tmp_path_factory) -> MlflowStore:
 def experiment_name(request) -> str:
     """An MLflow experiment name of this test alone (its node name, made safe)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
-
-
-@pytest.fixture(autouse=True)
-def _restore_mlflow_state():
-    """Undo what a tracked run leaves behind: the global tracking URI and any run still active."""
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run(status="KILLED")
-    mlflow.set_tracking_uri(previous)

@@ -14,7 +14,6 @@ from pathlib import Path
 os.environ["MPLBACKEND"] = "Agg"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow  # noqa: E402
 import optuna  # noqa: E402
 import pytest  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
@@ -71,15 +70,6 @@ def store(tmp_path_factory) -> Store:
 def name(request) -> str:
     """A study and experiment name of this test alone."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")[:80]
-
-
-@pytest.fixture(autouse=True)
-def _restore_mlflow_state():
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run(status="KILLED")
-    mlflow.set_tracking_uri(previous)
 
 
 def split_runs(runs: list[Run]) -> tuple[Run, dict[int, Run]]:
