@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from experiments.runs import RunError, get_run, logged_config, parse_run_arguments, tracking_uri_or_default  # noqa: E402
 from experiments.schema import ConfigError  # noqa: E402
 from experiments.tracking import environment_tags  # noqa: E402
-from experiments.train import train  # noqa: E402
+from experiments.train import RunFailed, train  # noqa: E402
 from nn.data import DataError  # noqa: E402
 
 log = logging.getLogger("nnlab")
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, ConfigError, DataError) as err:
         print(f"reproduce: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"reproduce: {err.explain()}", file=sys.stderr)
+        return 1
     print(f"\n| metric | original {args.run_id[:8]} | reproduced {new_id[:8]} | same |\n|---|---|---|---|")
     for name, (before, after) in metrics.items():
         print(f"| {name} | {before:.6f} | {after:.6f} | {'yes' if before == after else 'NO'} |")

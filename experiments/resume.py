@@ -27,7 +27,7 @@ from experiments.runs import (  # noqa: E402
     tracking_uri_or_default,
 )
 from experiments.schema import ConfigError  # noqa: E402
-from experiments.train import Resume, train  # noqa: E402
+from experiments.train import Resume, RunFailed, train  # noqa: E402
 from nn.data import DataError  # noqa: E402
 
 log = logging.getLogger("nnlab")
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, ConfigError, DataError) as err:
         print(f"resume: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"resume: {err.explain()}", file=sys.stderr)
+        return 1
     return 0
 
 

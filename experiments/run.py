@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from experiments.schema import ConfigError  # noqa: E402
-from experiments.train import train  # noqa: E402
+from experiments.train import RunFailed, train  # noqa: E402
 from nn.data import DataError  # noqa: E402
 
 log = logging.getLogger("nnlab")
@@ -35,6 +35,12 @@ def main(cfg: DictConfig) -> float:
             raise
         log.error("%s", err)
         sys.exit(2)
+    except RunFailed as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        log.debug("traceback of the failure", exc_info=err.__cause__)
+        log.error("%s To see the traceback, run again with hydra.verbose=nnlab.", err.explain())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,9 @@ class NullTracker:
     run_id: str | None = None
     uri: str | None = None
 
+    def start(self) -> None:
+        pass
+
     def log_epoch(self, epoch, metrics, network, val_counts, last, trainer, history) -> None:
         pass
 
@@ -114,30 +117,6 @@ class MlflowTracker:
         history: list[dict] | None = None,
     ) -> None:
         tracking = cfg.tracking
-        self.uri, artifact_location = resolve_store(tracking)
-        mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
-        experiment_id = self._experiment(tracking.experiment, artifact_location)
-        name = tracking.run_name or run_name(overrides)
-        tags = (
-            environment_tags()
-            | {
-                "nnlab.overrides": " ".join(overrides),
-                "dataset.name": dataset.name,
-                "dataset.checksum": dataset.checksum,
-                "seed": str(cfg.seed),
-            }
-            | dict(tracking.tags)
-        )
-        parent = tracking.parent_run_id
-        nested = parent is None and mlflow.active_run() is not None
-        if resume_run_id is not None:
-            self.run = mlflow.start_run(run_id=resume_run_id, nested=nested)
-        else:
-            self.run = mlflow.start_run(
-                experiment_id=experiment_id, run_name=name, nested=nested, parent_run_id=parent, tags=tags
-            )
-        self.run_id = self.run.info.run_id
         self.confusion_every = tracking.confusion_every
         self.policy, self.every = tracking.checkpoints.policy, tracking.checkpoints.every
         self.log_model, self.misclassified = tracking.log_model, tracking.misclassified
@@ -145,9 +124,47 @@ class MlflowTracker:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-artifacts")
         self._pending: list[Future] = []
         self._scratch = tempfile.TemporaryDirectory(prefix="nnlab-")
-        if resume_run_id is not None:
-            mlflow.set_tag("nnlab.resumed_from_epoch", str(len(history or [])))
-            return
+        self.cfg, self.dataset, self.overrides, self.hydra_dir = cfg, dataset, overrides, hydra_dir
+        self.resume_run_id, self.resumed_epochs = resume_run_id, len(history or [])
+        self.uri: str | None = None
+        self.run_id: str | None = None
+
+    def start(self) -> None:
+        """Open the run (or reopen the resumed one) and log what is known before training.
+
+        Once the run exists, ``run_id`` is set: a failure after that is closed by ``fail``."""
+        cfg, tracking = self.cfg, self.cfg.tracking
+        self.uri, artifact_location = resolve_store(tracking)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        experiment_id = self._experiment(tracking.experiment, artifact_location)
+        name = tracking.run_name or run_name(self.overrides)
+        tags = (
+            environment_tags()
+            | {
+                "nnlab.overrides": " ".join(self.overrides),
+                "dataset.name": self.dataset.name,
+                "dataset.checksum": self.dataset.checksum,
+                "seed": str(cfg.seed),
+            }
+            | dict(tracking.tags)
+        )
+        parent = tracking.parent_run_id
+        nested = parent is None and mlflow.active_run() is not None
+        if self.resume_run_id is not None:
+            run = mlflow.start_run(run_id=self.resume_run_id, nested=nested)
+        else:
+            run = mlflow.start_run(
+                experiment_id=experiment_id, run_name=name, nested=nested, parent_run_id=parent, tags=tags
+            )
+        self.run_id = run.info.run_id
+        if self.resume_run_id is not None:
+            mlflow.set_tag("nnlab.resumed_from_epoch", str(self.resumed_epochs))
+        else:
+            self._log_start(cfg, self.dataset, self.hydra_dir)
+
+    def _log_start(self, cfg: DictConfig, dataset: Dataset, hydra_dir: Path | None) -> None:
+        """Params, the config, Hydra's folder and the dataset input of a new run."""
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild from
         if hydra_dir is not None and hydra_dir.is_dir():
@@ -164,14 +181,17 @@ class MlflowTracker:
             return self.client.get_experiment_by_name(name).experiment_id
 
     def _log_dataset(self, dataset: Dataset) -> None:
-        source = dataset.source
-        with warnings.catch_warnings():  # MLflow cannot tell which kind of local source a path is; any will do
+        """The training set as the run's input: its source a file URI, tagged with the content checksum."""
+        with warnings.catch_warnings():  # file:// is registered twice (local artifact schemes); either resolves
             warnings.simplefilter("ignore", UserWarning)
-            data = mlflow.data.from_numpy(dataset.train.X, targets=dataset.train.y, source=source, name=dataset.name)
+            data = mlflow.data.from_numpy(
+                dataset.train.X, targets=dataset.train.y, source=dataset.source, name=dataset.name
+            )
+        tags = {"checksum": dataset.checksum, "files": ", ".join(str(path) for path in dataset.files)}
         try:
-            mlflow.log_input(data, context="training")
+            mlflow.log_input(data, context="training", tags=tags)
         except MlflowException:  # a parallel run inserted the same data set at the same moment: it exists now
-            mlflow.log_input(data, context="training")
+            mlflow.log_input(data, context="training", tags=tags)
 
     # -- background work ------------------------------------------------------------------------
     def _submit(self, fn, *args) -> None:
@@ -248,8 +268,11 @@ class MlflowTracker:
         self.client.log_figure(self.run_id, fig, path)
 
     def fail(self, reason: str, epoch: int) -> None:
-        mlflow.set_tags({"nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
-        self._close("FAILED")
+        try:
+            if self._open():
+                mlflow.set_tags({"nnlab.failure_reason": reason[:5000], "nnlab.failed_epoch": str(epoch)})
+        finally:
+            self._close("FAILED")
 
     def prune(self, reason: str, epoch: int) -> None:
         """A sweep's pruner stopped the run: closed as KILLED with ``nnlab.state=pruned``."""
@@ -263,8 +286,16 @@ class MlflowTracker:
             self._checkpoint(network, "last.npz")
         self._close("KILLED")
 
+    def _open(self) -> bool:
+        """Whether this tracker's run is the active run (started and not yet closed)."""
+        active = mlflow.active_run()
+        return self.run_id is not None and active is not None and active.info.run_id == self.run_id
+
     def _close(self, status: str) -> None:
-        self._drain()
-        self._worker.shutdown(wait=True)
-        self._scratch.cleanup()
-        mlflow.end_run(status=status)
+        try:
+            self._drain()
+            self._worker.shutdown(wait=True)
+            self._scratch.cleanup()
+        finally:
+            if self._open():
+                mlflow.end_run(status=status)

@@ -40,6 +40,26 @@ class Pruned(Exception):
     """Raised by an ``on_epoch`` hook to stop a run early (a sweep's pruner); ``train`` re-raises it."""
 
 
+class RunFailed(RuntimeError):
+    """Training or tracking raised: the run (``run_id``, None when untracked) is closed as FAILED.
+
+    ``str()`` is the reason recorded on the run; the original exception is the ``__cause__``."""
+
+    def __init__(self, run_id: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.run_id = run_id
+
+    def explain(self) -> str:
+        """The one-paragraph message a command prints for this failure."""
+        where = (
+            f"MLflow run {self.run_id} is closed as FAILED with this reason (tag nnlab.failure_reason); "
+            "everything logged before the failure is kept."
+            if self.run_id
+            else "No MLflow run was left open."
+        )
+        return f"The run failed: {self}. {where}"
+
+
 class StuckAtChance(RuntimeError):
     """Validation accuracy stayed at chance level: the run diverged without a non-finite loss."""
 
@@ -105,6 +125,13 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, 
         if cfg.tracking.enabled
         else NullTracker()
     )
+    epochs, epoch = cfg.train.epochs, len(history)
+    try:
+        tracker.start()
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}"
+        tracker.fail(reason, epoch)
+        raise RunFailed(tracker.run_id, reason) from err
     log.info(
         "%s on %s: %d train / %d val examples",
         network_summary(network),
@@ -112,7 +139,6 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, 
         len(dataset.train.y),
         len(dataset.val.y),
     )
-    epochs, epoch = cfg.train.epochs, len(history)
     try:
         for epoch in range(len(history) + 1, epochs + 1):
             row = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
@@ -155,6 +181,10 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, 
         log.warning("interrupted at epoch %d; run closed as KILLED with the last weights", epoch)
         tracker.kill(network, epoch)
         raise
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}"
+        tracker.fail(reason, epoch)
+        raise RunFailed(tracker.run_id, reason) from err
     except BaseException as err:
         tracker.fail(f"{type(err).__name__}: {err}", epoch)
         raise

@@ -72,7 +72,12 @@ class Dataset:
         data, not the split: the same files give the same checksum whatever
         `split`, `seed` or `subset`, and whether gzipped, plain IDX or CSV.
     source : str
-        Human-readable description of the files read.
+        File URI of the training data: the folder of the IDX files, the
+        training CSV, or scikit-learn's ``digits.csv.gz``. What MLflow records
+        as the dataset's source.
+    files : tuple of Path
+        Absolute paths of every file read, training data first (a test CSV
+        without labels included).
     """
 
     name: str
@@ -83,6 +88,7 @@ class Dataset:
     image_shape: tuple[int, int]
     checksum: str
     source: str
+    files: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,8 @@ class _RawData:
     image_shape: tuple[int, int]
     max_pixel: float
     checksum: str
-    source: str
+    source: Path
+    files: tuple[Path, ...]
 
 
 def default_data_root() -> Path:
@@ -169,15 +176,18 @@ def _read_idx_dataset(name: str, root: Path, download: bool) -> _RawData:
         image_shape=(IMAGE_SIDE, IMAGE_SIDE),
         max_pixel=255.0,
         checksum=_content_checksum(train_images, train_labels, test_images, test_labels),
-        source=f"{folder}: {', '.join(path.name for path in paths)}",
+        source=folder.resolve(),
+        files=tuple(path.resolve() for path in paths),
     )
 
 
 def _read_digits() -> _RawData:
-    import sklearn
+    from importlib.resources import files
+
     from sklearn.datasets import load_digits
 
     digits = load_digits()
+    path = Path(str(files("sklearn.datasets") / "data" / "digits.csv.gz")).resolve()
     images = digits.data.astype(np.uint8)
     labels = digits.target.astype(np.uint8)
     return _RawData(
@@ -186,7 +196,8 @@ def _read_digits() -> _RawData:
         image_shape=(8, 8),
         max_pixel=16.0,
         checksum=_content_checksum(images, labels),
-        source=f"sklearn.datasets.load_digits (scikit-learn {sklearn.__version__})",
+        source=path,
+        files=(path,),
     )
 
 
@@ -213,16 +224,14 @@ def _read_csv_dataset(train_csv: str | Path | None, test_csv: str | Path | None,
             "be the training file. Pass the labelled file (785 columns: label, then "
             "784 pixels) as train_csv; a pixels-only file can only be test_csv."
         )
-    arrays = [train_images, train_labels]
-    official_test, source = None, f"train: {train_path}"
+    arrays, paths = [train_images, train_labels], [train_path.resolve()]
+    official_test = None
     if test_csv is not None:
         test_path = _resolve_csv(test_csv, root)
         test_images, test_labels = read_mnist_csv(test_path)
-        source += f"; test: {test_path}"
+        paths.append(test_path.resolve())
         arrays.append(test_images)
-        if test_labels is None:
-            source += " (no labels, not used)"
-        else:
+        if test_labels is not None:
             official_test = (test_images, test_labels)
             arrays.append(test_labels)
     return _RawData(
@@ -231,7 +240,8 @@ def _read_csv_dataset(train_csv: str | Path | None, test_csv: str | Path | None,
         image_shape=(IMAGE_SIDE, IMAGE_SIDE),
         max_pixel=255.0,
         checksum=_content_checksum(*arrays),
-        source=source,
+        source=paths[0],
+        files=tuple(paths),
     )
 
 
@@ -413,6 +423,7 @@ def load_dataset(
         num_classes=NUM_CLASSES,
         image_shape=raw.image_shape,
         checksum=raw.checksum,
-        source=raw.source,
+        source=raw.source.as_uri(),
+        files=raw.files,
         **parts,
     )

@@ -270,7 +270,8 @@ def test_training_set_is_logged_as_the_dataset_input(all_policy):
     assert len(inputs) == 1
     dataset = inputs[0].dataset
     assert dataset.name == "digits" and dataset.digest
-    assert "load_digits" in json.loads(dataset.source)["uri"]
+    assert json.loads(dataset.source)["uri"].endswith("/sklearn/datasets/data/digits.csv.gz")
+    assert {tag.key: tag.value for tag in inputs[0].tags}["checksum"] == all_policy.dataset.checksum
     assert json.loads(dataset.profile)["features_shape"] == list(all_policy.dataset.train.X.shape)
     assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "training"
 

@@ -289,7 +289,13 @@ def test_holdout_leaves_official_test_untouched(fake_root):
     assert np.array_equal(dataset.train.y, arrays["train"][1][train_ids])
     assert np.array_equal(np.bincount(dataset.val.y), np.full(10, 6))
     assert dataset.num_classes == 10 and dataset.image_shape == (28, 28)
-    assert str(root / "mnist") in dataset.source
+    assert dataset.source == (root / "mnist").resolve().as_uri()
+    assert [path.name for path in dataset.files] == [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
 
 
 @pytest.mark.parametrize("split", ["80/10/10", "r0"])
@@ -448,7 +454,8 @@ def test_csv_dataset_with_labelled_test(tmp_path):
         40,
     )
     assert np.array_equal(dataset.test.y, test[1])
-    assert str(train_csv) in dataset.source and str(test_csv) in dataset.source
+    assert dataset.source == train_csv.resolve().as_uri()
+    assert dataset.files == (train_csv.resolve(), test_csv.resolve())
 
 
 def test_csv_dataset_relative_paths_resolve_under_root(tmp_path):
