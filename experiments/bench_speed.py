@@ -1,13 +1,17 @@
-"""Speed benchmark: nn's training loop against the plain NumPy reference (and PyTorch), in one run.
+"""Speed benchmark: nn's training step against its matrix-product floor, the NumPy reference and PyTorch.
 
-    python experiments/bench_speed.py [--epochs 3] [--rounds 2] [--torch-python PATH] [--tracking]
+    python experiments/bench_speed.py [--epochs 3] [--rounds 3] [--torch-python PATH]
+    python experiments/bench_speed.py --profile      # per-part times of one step
+    python experiments/bench_speed.py --recipes      # other optimizers, clipping, dropout, depth, batch, float64
+    python experiments/bench_speed.py --harness      # whole epochs of run.py, evaluation, peak memory
 
-Runs ``../shared/bench/numpy_reference.py`` and the same recipe through ``nn.Trainer`` (wide1024:
-784-1024-10, SGD momentum 0.9, lr 0.01, L2 1e-4, clipping to [-5, 5], batch 128, float32) in
-alternating subprocesses, so that both see the same machine load, and prints the median seconds per
-training epoch of each and their ratio. ``--torch-python`` names a Python that has torch, to time
-``torch_reference.py`` too. ``--tracking`` also times whole epochs of ``experiments/train.py`` with
-MLflow tracking on and with ``tracking=none`` (training, validation and logging included).
+The recipe is wide1024 (784-1024-10, SGD momentum 0.9, lr 0.01, L2 1e-4, clipping to [-5, 5], batch
+128, float32) on MNIST. The **floor** is the step's matrix products alone, at the same shapes, for an
+epoch's worth of steps: no loop can train faster with this BLAS. Every loop runs in its own subprocess,
+all of them in turn, ``--rounds`` times, so that each sees the same machine load; the table gives the
+median seconds per training epoch and the ratio to the floor measured in the same run. nn runs with
+NumPy's element-wise updates (``NNLAB_KERNELS=numpy``) and, when numba is installed, with the fused
+kernels of ``nn.kernels``.
 """
 
 from __future__ import annotations
@@ -15,113 +19,320 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(os.environ.get("NNLAB_BENCH_DIR", REPO.parent / "shared" / "bench"))
 EPOCH_LINE = re.compile(r"^(\w+) epoch (\d+) ([\d.]+)s test_acc ([\d.]+)", re.M)
+RECIPES = {  # name -> (layer sizes, optimizer, its options, clipping, batch size, dtype, dropout)
+    "wide1024": ([784, 1024, 10], "SGD", {"momentum": 0.9}, ("value", 5.0), 128, "float32", 0.0),
+    "adam": ([784, 1024, 10], "Adam", {"lr": 1e-3}, ("value", 5.0), 128, "float32", 0.0),
+    "adamw": ([784, 1024, 10], "AdamW", {"lr": 1e-3}, ("value", 5.0), 128, "float32", 0.0),
+    "rmsprop": ([784, 1024, 10], "RMSprop", {"lr": 1e-3}, ("value", 5.0), 128, "float32", 0.0),
+    "clip_norm": ([784, 1024, 10], "SGD", {"momentum": 0.9}, ("norm", 1.0), 128, "float32", 0.0),
+    "dropout": ([784, 1024, 10], "SGD", {"momentum": 0.9}, ("value", 5.0), 128, "float32", 0.5),
+    "deep800": ([784, 800, 800, 10], "SGD", {"momentum": 0.9}, ("value", 5.0), 128, "float32", 0.0),
+    "batch32": ([784, 1024, 10], "SGD", {"momentum": 0.9}, ("value", 5.0), 32, "float32", 0.0),
+    "batch512": ([784, 1024, 10], "SGD", {"momentum": 0.9}, ("value", 5.0), 512, "float32", 0.0),
+    "float64": ([784, 1024, 10], "SGD", {"momentum": 0.9}, ("value", 5.0), 128, "float64", 0.0),
+}
+KERNELS = ("numpy", "numba")
 
 
-def nn_worker(epochs: int) -> None:
-    """The reference recipe through nn, printing lines in the reference scripts' format."""
-    import numpy as np
-
-    sys.path.insert(0, str(REPO))
-    import nn
+# -- workers: each prints one line per epoch, "<name> epoch <i> <seconds>s test_acc <accuracy>" ----------------
+def load_mnist(dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from nn.data import load_idx_pair
 
     root = Path(os.environ.get("NNLAB_DATA_DIR", REPO.parent / "shared" / "data")) / "mnist"
     x_train, y_train = load_idx_pair(root / "train-images-idx3-ubyte.gz", root / "train-labels-idx1-ubyte.gz")
     x_test, y_test = load_idx_pair(root / "t10k-images-idx3-ubyte.gz", root / "t10k-labels-idx1-ubyte.gz")
-    x_train = x_train.reshape(len(x_train), -1).astype(np.float32) / 255
-    x_test = x_test.reshape(len(x_test), -1).astype(np.float32) / 255
-    y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
-    rng = np.random.default_rng(0)
-    net = nn.mlp([784, 1024, 10], init="he_normal", rng=rng)
-    optimizer = nn.SGD(lr=0.01, momentum=0.9, weight_decay=1e-4, decay_bias=True)
-    trainer = nn.Trainer(net, optimizer, clipper=nn.ClipByValue(5.0), batch_size=128, rng=rng)
+    scale = np.dtype(dtype).type(255)
+    return (
+        x_train.reshape(len(x_train), -1).astype(dtype) / scale,
+        y_train.astype(np.int64),
+        x_test.reshape(len(x_test), -1).astype(dtype) / scale,
+        y_test.astype(np.int64),
+    )
+
+
+def make_trainer(recipe: str, seed: int = 0):
+    """The recipe's network and ``nn.Trainer``, seeded as ``numpy_reference.py`` is."""
+    import nn
+
+    sizes, optimizer, options, (clip, limit), batch, dtype, dropout = RECIPES[recipe]
+    rng = np.random.default_rng(seed)
+    net = nn.mlp(sizes, init="he_normal", dropout=dropout, rng=rng, dtype=np.dtype(dtype))
+    options = {"lr": 0.01, "weight_decay": 1e-4, "decay_bias": True} | options
+    clipper = nn.ClipByValue(limit) if clip == "value" else nn.ClipByNorm(limit)
+    return nn.Trainer(net, getattr(nn, optimizer)(**options), clipper=clipper, batch_size=batch, rng=rng)
+
+
+def nn_worker(recipe: str, epochs: int) -> None:
+    x_train, y_train, x_test, y_test = load_mnist(RECIPES[recipe][5])
+    make_trainer(recipe, seed=1).train_epoch(x_train[:512], y_train[:512], 0)  # loads compiled kernels, wakes BLAS
+    trainer = make_trainer(recipe)
     for epoch in range(epochs):
         result = trainer.train_epoch(x_train, y_train, epoch)
-        accuracy = net.evaluate(x_test, y_test)[1]
-        print(f"nn epoch {epoch} {result.seconds:.3f}s test_acc {accuracy:.4f}", flush=True)
+        accuracy = trainer.network.evaluate(x_test, y_test)[1]
+        print(f"nn epoch {epoch} {result.seconds:.4f}s test_acc {accuracy:.4f}", flush=True)
 
 
+def step_products(sizes: list[int], batch: int, dtype: str, rng: np.random.Generator, update: bool = False):
+    """A function running one training step's matrix products at these shapes: per layer ``x @ W``,
+    ``x.T @ dz`` and, but for the first layer, ``dz @ W.T``; and the momentum buffers it updates.
+
+    With ``update``, each weight matrix is then updated by the fused SGD-momentum kernel: the least
+    memory traffic of any update (read the gradient, weights and momentum once, write weights and
+    momentum once). Its tiny learning rate keeps the weights, and so the products, as they are."""
+    from nn import kernels
+
+    layers = []
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        shapes = [(batch, fan_in), (fan_in, fan_out), (batch, fan_out)]
+        x, w, dz = (rng.random(shape).astype(dtype) for shape in shapes)
+        layers.append((x, w, dz, np.empty((batch, fan_out), dtype), np.zeros_like(w), np.empty_like(x)))
+    momenta = [np.zeros(layer[1].size, dtype) for layer in layers]
+    t = np.dtype(dtype).type
+    sgd = (t(1e-9), t(0.9), t(1), False, False, t(1e-4), t(1), t(np.inf))  # lr, momentum, ..., decay, clip
+
+    def run() -> None:
+        for i, (x, w, dz, z, gw, gx) in enumerate(layers):
+            np.matmul(x, w, out=z)
+            np.matmul(x.T, dz, out=gw)
+            if i > 0:
+                np.matmul(dz, w.T, out=gx)
+        if update:
+            for (_, w, _, _, gw, _), buf in zip(layers, momenta):
+                kernels.sgd(w.reshape(-1), gw.reshape(-1), buf, *sgd)
+
+    return run, momenta
+
+
+def floor_worker(recipe: str, epochs: int, update: bool = False) -> None:
+    sizes, *_, batch, dtype, _ = RECIPES[recipe]
+    (run, _), steps = step_products(sizes, batch, dtype, np.random.default_rng(0), update), -(-60000 // batch)
+    for _ in range(steps // 10):
+        run()
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        for _ in range(steps):
+            run()
+        print(f"floor epoch {epoch} {time.perf_counter() - start:.4f}s test_acc 0", flush=True)
+
+
+# -- the driver ------------------------------------------------------------------------------------------------
 def run_epochs(command: list[str], env: dict | None = None) -> list[tuple[float, float]]:
     """Run one benchmark subprocess; (seconds, test accuracy) per epoch."""
-    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
-    return [(float(m[2]), float(m[3])) for m in EPOCH_LINE.findall(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return [(float(m[2]), float(m[3])) for m in EPOCH_LINE.findall(done.stdout)]
 
 
-def tracking_epochs(tracking: str, epochs: int, store: Path) -> list[float]:
-    """Wall seconds between consecutive epoch log lines of experiments/run.py (train + eval + logging)."""
-    command = [
-        sys.executable, str(REPO / "experiments" / "run.py"), f"tracking={tracking}", f"train.epochs={epochs}",
-        f"tracking.dir={store}", "tracking.checkpoints.policy=best_and_last", f"hydra.run.dir={store}/hydra",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stamps = []
-    for line in process.stdout:
-        if re.search(r"epoch \d+/\d+ +train loss", line):
+def kernel_choices() -> list[str]:
+    from nn import kernels
+
+    return list(KERNELS) if kernels.numba is not None else ["numpy"]
+
+
+def worker_command(kind: str, recipe: str, epochs: int) -> list[str]:
+    return [sys.executable, __file__, "--worker", kind, "--recipe", recipe, "--epochs", str(epochs)]
+
+
+def alternate(commands: dict[str, tuple[list[str], dict | None]], rounds: int) -> tuple[dict, dict]:
+    """Each command once per round, in turn: {name: [seconds per epoch]}, {name: last test accuracy}."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    accuracy: dict[str, float] = {}
+    for round_ in range(rounds):
+        for name, (command, env) in commands.items():
+            epochs = run_epochs(command, env)
+            times[name] += [seconds for seconds, _ in epochs]
+            accuracy[name] = epochs[-1][1]
+            print(f"round {round_ + 1}: {name:22s} " + " ".join(f"{s:.3f}s" for s, _ in epochs), flush=True)
+    return times, accuracy
+
+
+def nn_commands(recipe: str, epochs: int) -> dict[str, tuple[list[str], dict]]:
+    return {
+        f"nn ({kernels} kernels)": (worker_command("nn", recipe, epochs), os.environ | {"NNLAB_KERNELS": kernels})
+        for kernels in kernel_choices()
+    }
+
+
+def blas_description() -> str:
+    from threadpoolctl import threadpool_info
+
+    blas = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    return ", ".join(
+        f"{b['internal_api']} {b['version']} ({b.get('architecture')} kernel, {b['num_threads']} threads)" for b in blas
+    )
+
+
+def main_table(args) -> None:
+    commands = {"floor (products alone)": (worker_command("floor", "wide1024", args.epochs), None)}
+    if "numba" in kernel_choices():
+        commands["limit (products + update)"] = (worker_command("limit", "wide1024", args.epochs), None)
+    commands |= nn_commands("wide1024", args.epochs)
+    commands["numpy reference"] = ([sys.executable, str(BENCH / "numpy_reference.py"), str(args.epochs)], None)
+    if args.torch_python:
+        commands["torch reference"] = ([args.torch_python, str(BENCH / "torch_reference.py"), str(args.epochs)], None)
+    times, accuracy = alternate(commands, args.rounds)
+    floor = statistics.median(times["floor (products alone)"])
+    torch = statistics.median(times["torch reference"]) if args.torch_python else None
+    print(f"\nwide1024, batch 128, float32; median s per training epoch over {args.rounds} x {args.epochs} epochs")
+    print(f"BLAS: {blas_description()}\n")
+    print(f"| loop | s per epoch | ratio to floor |{' ratio to PyTorch |' if torch else ''} test acc |")
+    print(f"|---|---|---|{'---|' if torch else ''}---|")
+    for name in commands:
+        seconds = statistics.median(times[name])
+        versus = f" {seconds / torch:.2f} |" if torch else ""
+        acc = "" if name.startswith(("floor", "limit")) else f"{accuracy[name]:.4f}"
+        print(f"| {name} | {seconds:.3f} | {seconds / floor:.2f} |{versus} {acc} |")
+
+
+def recipes_table(args) -> None:
+    print("| recipe | floor s | " + " | ".join(f"nn {k} s (ratio)" for k in kernel_choices()) + " |")
+    print("|---|---|" + "---|" * len(kernel_choices()))
+    for recipe in RECIPES:
+        commands = {"floor": (worker_command("floor", recipe, args.epochs), None)} | nn_commands(recipe, args.epochs)
+        times, _ = alternate(commands, args.rounds)
+        floor = statistics.median(times["floor"])
+        medians = [statistics.median(times[name]) for name in commands if name != "floor"]
+        cells = [f"{seconds:.3f} ({seconds / floor:.2f})" for seconds in medians]
+        print(f"| {recipe} | {floor:.3f} | " + " | ".join(cells) + " |", flush=True)
+
+
+def profile(args) -> None:
+    """Per-part times of a step of the recipe, timed per call over an epoch's steps, in this process."""
+    from nn import kernels
+    from nn.losses import SoftmaxCrossEntropy
+
+    x_train, y_train, *_ = load_mnist("float32")
+    for mode in kernel_choices():
+        kernels.ENABLED = mode == "numba"
+        trainer = make_trainer("wide1024")
+        net, optimizer, clipper, loss = trainer.network, trainer.optimizer, trainer.clipper, SoftmaxCrossEntropy()
+        parts = dict.fromkeys(["batch gather", "forward", "loss", "backward", "clip plan", "optimizer step"], 0.0)
+        order, steps = trainer.rng.permutation(len(x_train)), len(x_train) // 128
+        for step in range(steps):
+            stamps = [time.perf_counter()]
+            idx = order[step * 128 : (step + 1) * 128]
+            xb, yb = x_train[idx], y_train[idx]
             stamps.append(time.perf_counter())
-    if process.wait() != 0:
-        raise RuntimeError(f"{' '.join(command)} failed")
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+            logits = net.forward(xb, training=True)
+            stamps.append(time.perf_counter())
+            loss.forward(logits, yb)
+            grad = loss.backward()
+            stamps.append(time.perf_counter())
+            net.backward(grad)
+            stamps.append(time.perf_counter())
+            _, clip = clipper.plan(net.grads, measure=step % 10 == 0)
+            stamps.append(time.perf_counter())
+            optimizer.step(net.params, net.grads, 0.01, clip)
+            stamps.append(time.perf_counter())
+            if step >= 20:
+                for name, start, end in zip(parts, stamps, stamps[1:]):
+                    parts[name] += end - start
+        products, _ = step_products([784, 1024, 10], 128, "float32", np.random.default_rng(0))
+        start = time.perf_counter()
+        for _ in range(steps - 20):
+            products()
+        floor = (time.perf_counter() - start) / (steps - 20) * 1e3
+        per_step = {name: seconds / (steps - 20) * 1e3 for name, seconds in parts.items()}
+        print(f"\n{mode} kernels: ms per step (floor, the products alone: {floor:.3f} ms)")
+        for name, ms in per_step.items():
+            print(f"  {name:16s} {ms:7.3f}")
+        print(f"  {'total':16s} {sum(per_step.values()):7.3f}   ratio to floor {sum(per_step.values()) / floor:.2f}")
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def harness(args) -> None:
+    """Whole epochs of experiments/run.py against its training pass; evaluation against its products; memory."""
+    from experiments.train import evaluate
+    from nn.data import Split
+
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable, str(REPO / "experiments" / "run.py"), "clipping=value", "schedule=constant",
+            "optimizer.lr=0.01", "regularization.l2=1e-4", f"train.epochs={args.epochs + 1}", "train.progress=false",
+            f"tracking.dir={tmp}", "tracking.experiment=bench", f"hydra.run.dir={tmp}/hydra",
+        ]  # fmt: skip
+        walls, passes = [], []
+        for _ in range(args.rounds):
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stamps = []
+            for line in process.stdout:
+                found = re.search(r"epoch \d+/\d+ +train loss .* ([\d.]+)s$", line.strip())
+                if found:
+                    stamps.append(time.perf_counter())
+                    passes.append(float(found[1]))
+            if process.wait() != 0:
+                raise RuntimeError(f"{' '.join(command)} failed")
+            walls += [b - a for a, b in zip(stamps, stamps[1:])]
+            passes.pop(-len(stamps))  # the first epoch has no wall time before it
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    wall, train_pass = statistics.median(walls), statistics.median(passes)
+    print(f"\nexperiments/run.py (wide1024 recipe, tracking on), median over {len(walls)} epochs:")
+    print(f"  whole epoch {wall:.3f} s   training pass {train_pass:.3f} s   ratio {wall / train_pass:.3f}")
+    print(f"  peak resident memory of the run: {peak_mib:.0f} MiB")
+
+    *_, x_test, y_test = load_mnist("float32")
+    network = make_trainer("wide1024").network
+    w1, w2 = network.params["dense0.W"], network.params["dense1.W"]
+    hidden = np.random.default_rng(0).random((4096, 1024), dtype=np.float32)
+    products, whole = [], []
+    for _ in range(5 * args.rounds):
+        start = time.perf_counter()
+        for lo in range(0, len(x_test), 4096):  # the forward products of evaluate's batches of 4096
+            batch = x_test[lo : lo + 4096]
+            np.matmul(batch, w1)
+            np.matmul(hidden[: len(batch)], w2)
+        products.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        evaluate(network, Split(x_test, y_test))
+        whole.append(time.perf_counter() - start)
+    seconds, floor = statistics.median(whole), statistics.median(products)
+    print(
+        f"  evaluation of the 10k test set {seconds * 1e3:.1f} ms, its products {floor * 1e3:.1f} ms, "
+        f"ratio {seconds / floor:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--torch-python", help="a Python interpreter with torch installed")
-    parser.add_argument("--tracking", action="store_true", help="also measure MLflow tracking overhead")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="per-part times of one step")
+    parser.add_argument("--recipes", action="store_true", help="every other recipe as a ratio to its floor")
+    parser.add_argument("--harness", action="store_true", help="whole epochs of run.py, evaluation, peak memory")
+    parser.add_argument("--worker", choices=["nn", "floor", "limit"], help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", default="wide1024", choices=list(RECIPES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        nn_worker(args.epochs)
+        if args.worker == "nn":
+            nn_worker(args.recipe, args.epochs)
+        else:
+            floor_worker(args.recipe, args.epochs, update=args.worker == "limit")
         return 0
-    if not (BENCH / "numpy_reference.py").is_file():
+    if args.profile:
+        profile(args)
+    elif args.recipes:
+        recipes_table(args)
+    elif args.harness:
+        harness(args)
+    elif not (BENCH / "numpy_reference.py").is_file():
         print(f"no reference loop at {BENCH}; set NNLAB_BENCH_DIR to the folder holding numpy_reference.py")
         return 2
-    commands = {
-        "numpy reference": [sys.executable, str(BENCH / "numpy_reference.py"), str(args.epochs)],
-        "nn": [sys.executable, __file__, "--worker", "--epochs", str(args.epochs)],
-    }
-    if args.torch_python:
-        commands["torch reference"] = [args.torch_python, str(BENCH / "torch_reference.py"), str(args.epochs)]
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    accuracy: dict[str, float] = {}
-    for round_ in range(args.rounds):
-        for name, command in commands.items():
-            epochs = run_epochs(command)
-            times[name] += [seconds for seconds, _ in epochs]
-            accuracy[name] = epochs[-1][1]
-            print(f"round {round_ + 1}: {name:16s} " + " ".join(f"{s:.2f}s" for s, _ in epochs), flush=True)
-    print(f"\nmedian seconds per training epoch over {args.rounds} x {args.epochs} epochs (wide1024, batch 128):")
-    base = median(times["numpy reference"])
-    for name in commands:
-        print(
-            f"  {name:16s} {median(times[name]):6.3f} s   ratio to numpy reference {median(times[name]) / base:.3f}"
-            f"   test acc after {args.epochs} epochs {accuracy[name]:.4f}"
-        )
-    if args.tracking:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            walls: dict[str, list[float]] = {"mlflow": [], "none": []}
-            for _ in range(args.rounds):
-                for tracking in walls:
-                    walls[tracking] += tracking_epochs(tracking, args.epochs + 1, Path(tmp))
-        on, off = median(walls["mlflow"]), median(walls["none"])
-        print(f"\nwhole epochs of experiments/run.py (train + validation + logging), median over {args.rounds} rounds:")
-        print(f"  tracking=mlflow {on:.3f} s   tracking=none {off:.3f} s   overhead ratio {on / off:.3f}")
+    else:
+        main_table(args)
     return 0
 
 

@@ -1,10 +1,15 @@
-"""Gradient clipping, applied in place to a ``name -> gradient`` dict.
+"""Gradient clipping, folded into the optimizer's pass over the gradients.
 
-Every clipper returns the global L2 norm of the gradients *before* clipping (for logging);
-``NoClip`` and ``ClipByValue`` compute it only when asked (``measure=True``) since it costs a pass.
+A clipper's ``plan(grads, measure)`` returns the global L2 norm of the gradients *before* clipping
+(for logging; ``NoClip`` and ``ClipByValue`` compute it only when asked, since it costs a pass) and a
+``Clip``: what to do to each gradient entry, ``g -> clip(scale * g, -bound, bound)``. The optimizer
+applies it in the same pass as its update (``optimizer.step(params, grads, lr, clip)``), so clipping
+costs no pass of its own. Calling a clipper, ``clipper(grads)``, clips ``grads`` in place instead.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,14 +23,50 @@ def global_norm(grads: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(total))
 
 
-class NoClip:
-    """Leave gradients as they are."""
+@dataclass(frozen=True)
+class Clip:
+    """``g -> clip(scale * g, -bound, bound)``, element-wise; ``scale=1`` and ``bound=None`` leave g as it is."""
+
+    scale: float = 1.0
+    bound: float | None = None
+
+    @property
+    def is_identity(self) -> bool:
+        return self.scale == 1.0 and self.bound is None
+
+    def apply(self, g: np.ndarray) -> None:
+        """Clip ``g`` in place."""
+        if self.scale != 1.0:
+            g *= g.dtype.type(self.scale)
+        if self.bound is not None:
+            np.clip(g, -self.bound, self.bound, out=g)
+
+
+NO_CLIP = Clip()
+
+
+class Clipper:
+    """Base class: ``plan`` says how to clip; calling the clipper clips in place and returns the norm."""
+
+    def plan(self, grads: dict[str, np.ndarray], measure: bool = False) -> tuple[float | None, Clip]:
+        raise NotImplementedError
 
     def __call__(self, grads: dict[str, np.ndarray], measure: bool = False) -> float | None:
-        return global_norm(grads) if measure else None
+        norm, clip = self.plan(grads, measure)
+        if not clip.is_identity:
+            for g in grads.values():
+                clip.apply(g)
+        return norm
 
 
-class ClipByValue:
+class NoClip(Clipper):
+    """Leave gradients as they are."""
+
+    def plan(self, grads, measure=False):
+        return (global_norm(grads) if measure else None), NO_CLIP
+
+
+class ClipByValue(Clipper):
     """Clamp every gradient entry to ``[-value, value]`` (``torch.nn.utils.clip_grad_value_``)."""
 
     def __init__(self, value: float = 5.0) -> None:
@@ -33,14 +74,11 @@ class ClipByValue:
             raise ValueError(f"clipping value must be positive, got {value}")
         self.value = value
 
-    def __call__(self, grads: dict[str, np.ndarray], measure: bool = False) -> float | None:
-        norm = global_norm(grads) if measure else None
-        for g in grads.values():
-            np.clip(g, -self.value, self.value, out=g)
-        return norm
+    def plan(self, grads, measure=False):
+        return (global_norm(grads) if measure else None), Clip(bound=self.value)
 
 
-class ClipByNorm:
+class ClipByNorm(Clipper):
     """Scale all gradients by ``max_norm / (total_norm + 1e-6)`` when the global norm exceeds
     ``max_norm`` (``torch.nn.utils.clip_grad_norm_`` with the 2-norm)."""
 
@@ -49,10 +87,7 @@ class ClipByNorm:
             raise ValueError(f"max_norm must be positive, got {max_norm}")
         self.max_norm = max_norm
 
-    def __call__(self, grads: dict[str, np.ndarray], measure: bool = False) -> float:
+    def plan(self, grads, measure=False):
         norm = global_norm(grads)
         coef = self.max_norm / (norm + 1e-6)
-        if coef < 1:
-            for g in grads.values():
-                g *= g.dtype.type(coef)
-        return norm
+        return norm, (Clip(scale=coef) if coef < 1 else NO_CLIP)

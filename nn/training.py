@@ -2,6 +2,7 @@
 
 One update, in this order: forward and loss, backward, gradient clipping, optimizer step (which adds
 L2 to the gradient, as ``torch.optim`` does) with the learning rate the schedule gives for this step.
+Clipping and the step make one pass: the clipper plans the clip, the optimizer applies it as it updates.
 """
 
 from __future__ import annotations
@@ -103,10 +104,10 @@ class Trainer:
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             loss_sum += loss * len(idx)
             net.backward(loss_fn.backward())
-            norm = self.clipper(grads, measure=step % self.grad_norm_every == 0)
+            norm, clip = self.clipper.plan(grads, measure=step % self.grad_norm_every == 0)
             if norm is not None:
                 norms.append(norm)
-            optimizer.step(params, grads, lr)
+            optimizer.step(params, grads, lr, clip)
             if on_batch is not None:
                 on_batch(step, num_batches, loss)
         return EpochResult(

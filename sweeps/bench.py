@@ -18,21 +18,24 @@ from pathlib import Path
 
 import optuna
 
-CONFIGS = {  # name: (pruner overrides, workers)
-    "no pruning, 1 worker": (["sweep.pruner.name=none"], 1),
-    "median pruning, 1 worker": ([], 1),
-    "no pruning, 2 workers": (["sweep.pruner.name=none"], 2),
-    "median pruning, 2 workers": ([], 2),
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+CONFIGS = {  # name: (pruner overrides, workers, BLAS threads of a single worker: None leaves them to BLAS)
+    "no pruning, 1 worker": (["sweep.pruner.name=none"], 1, None),
+    "no pruning, 1 worker, 1 BLAS thread": (["sweep.pruner.name=none"], 1, 1),
+    "median pruning, 1 worker": ([], 1, None),
+    "no pruning, 2 workers": (["sweep.pruner.name=none"], 2, None),
+    "median pruning, 2 workers": ([], 2, None),
 }
 
 
-def run(name: str, base: list[str], pruner: list[str], workers: int, root: Path) -> dict:
+def run(name: str, base: list[str], pruner: list[str], workers: int, threads: int | None, root: Path) -> dict:
     """One configuration in its own store; its wall time and the study's outcome."""
     store = root / name.replace(",", "").replace(" ", "_")
     study_name = store.name
     args = [*base, *pruner, f"sweep.workers={workers}", f"tracking.dir={store}", f"sweep.study_name={study_name}"]
+    env = os.environ | (dict.fromkeys(BLAS_VARIABLES, str(threads)) if threads else {})
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "sweeps.run", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "sweeps.run", *args], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -57,12 +60,15 @@ def run(name: str, base: list[str], pruner: list[str], workers: int, root: Path)
 def table(rows: list[dict]) -> str:
     base = rows[0]
     lines = [
-        "| configuration | wall time (s) | time ratio | complete | pruned | failed | epochs trained | best val/acc |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | wall time (s) | time ratio | trials per hour | complete | pruned | failed | epochs trained "
+        "| best val/acc |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        trials = r["complete"] + r["pruned"] + r["failed"]
         lines.append(
-            f"| {r['config']} | {r['seconds']:.0f} | {r['seconds'] / base['seconds']:.2f} | {r['complete']} | "
+            f"| {r['config']} | {r['seconds']:.0f} | {r['seconds'] / base['seconds']:.2f} | "
+            f"{trials / r['seconds'] * 3600:.0f} | {r['complete']} | "
             f"{r['pruned']} | {r['failed']} | {r['epochs']} | {r['best']:.4f} |"
         )
     return "\n".join(lines)
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", type=int, default=5000, help="MNIST training images (ignored for digits)")
     parser.add_argument("--model", default="wide1024")
     parser.add_argument("--tracking", action="store_true", help="track every trial in MLflow (slower, as in real use)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), metavar="NAME",
+                        help="the configurations to run, by name (default: all)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more overrides for every configuration")
     args = parser.parse_args(argv)
     base = [f"sweep={args.sweep}", f"sweep.n_trials={args.trials}", f"train.epochs={args.epochs}"]
@@ -88,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} cores; every configuration: {' '.join(base)}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnlab-bench-") as tmp:
-        for name, (pruner, workers) in CONFIGS.items():
-            rows.append(run(name, base, pruner, workers, Path(tmp)))
+        for name in args.configs:
+            pruner, workers, threads = CONFIGS[name]
+            rows.append(run(name, base, pruner, workers, threads, Path(tmp)))
             load = os.getloadavg()[0]  # other work on the machine skews the times: say how busy it was
             print(f"{name}: {rows[-1]['seconds']:.0f} s (load average {load:.1f} at the end)", flush=True)
     print(table(rows))

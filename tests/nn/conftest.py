@@ -1,0 +1,14 @@
+"""``update_kernels``: run a test once with NumPy's element-wise updates and once with nn.kernels' fused ones."""
+
+import pytest
+
+from nn import kernels
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def update_kernels(request, monkeypatch):
+    """The update implementation in force for the test; the numba run is skipped without numba."""
+    if request.param == "numba" and kernels.numba is None:
+        pytest.skip("numba is not installed (pip install -e '.[fast]'): only NumPy's updates are tested")
+    monkeypatch.setattr(kernels, "ENABLED", request.param == "numba")
+    return request.param

@@ -1,0 +1,90 @@
+"""nn.kernels' fused updates give bit-identical results to NumPy's element-wise reference, for every option."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nn
+from nn import kernels
+from nn.clipping import Clip
+
+pytestmark = pytest.mark.skipif(kernels.numba is None, reason="numba is not installed (pip install -e '.[fast]')")
+
+OPTIMIZERS = {
+    "sgd": lambda: nn.SGD(lr=0.05),
+    "momentum-l2-bias": lambda: nn.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3, decay_bias=True),
+    "dampening": lambda: nn.SGD(lr=0.05, momentum=0.9, dampening=0.3),
+    "nesterov-l2": lambda: nn.SGD(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-2),
+    "adam": lambda: nn.Adam(lr=1e-2),
+    "adam-l2": lambda: nn.Adam(lr=1e-2, betas=(0.5, 0.9), eps=1e-3, weight_decay=1e-2),
+    "adamw": lambda: nn.AdamW(lr=1e-2, weight_decay=0.1, decay_bias=True),
+    "rmsprop": lambda: nn.RMSprop(lr=1e-2),
+    "rmsprop-centered-momentum-l2": lambda: nn.RMSprop(lr=1e-2, centered=True, momentum=0.5, weight_decay=1e-2),
+}
+CLIPS = {"none": Clip(), "value": Clip(bound=0.7), "norm": Clip(scale=0.37), "both": Clip(scale=0.5, bound=0.2)}
+
+
+def steps(make, clip: Clip, dtype, fused: bool) -> dict[str, np.ndarray]:
+    kernels.ENABLED = fused
+    rng = np.random.default_rng(7)
+    params = {
+        "dense0.W": rng.standard_normal((70, 130)).astype(dtype),
+        "dense0.b": rng.standard_normal(130).astype(dtype),
+    }
+    optimizer = make()
+    for step in range(4):
+        grads = {
+            name: (rng.standard_normal(p.shape) * (3.0 if step % 2 else 0.3)).astype(dtype)
+            for name, p in params.items()
+        }
+        grads["dense0.W"][0, :3] = [np.nan, np.inf, -np.inf] if step == 3 else grads["dense0.W"][0, :3]
+        with np.errstate(invalid="ignore", over="ignore"):  # the NaN and infinities of the last step
+            optimizer.step(params, grads, 0.01 * (step + 1), clip)
+    return params | {f"state/{k}": v for k, v in optimizer.state_dict()["arrays"].items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clip", CLIPS)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_fused_update_is_bit_identical_to_numpy(optimizer, clip, dtype, monkeypatch):
+    monkeypatch.setattr(kernels, "ENABLED", kernels.ENABLED)
+    reference = steps(OPTIMIZERS[optimizer], CLIPS[clip], dtype, fused=False)
+    fused = steps(OPTIMIZERS[optimizer], CLIPS[clip], dtype, fused=True)
+    assert reference.keys() == fused.keys()
+    for name in reference:
+        assert fused[name].dtype == dtype
+        np.testing.assert_array_equal(fused[name], reference[name], err_msg=name)
+    assert not np.isfinite(reference["dense0.W"][0, :3]).all()  # NaN and inf went through both alike
+
+
+@pytest.mark.parametrize(
+    "clipper", [nn.NoClip(), nn.ClipByValue(0.01), nn.ClipByNorm(0.1)], ids=["none", "value", "norm"]
+)
+def test_training_with_dropout_is_bit_identical(clipper, monkeypatch):
+    monkeypatch.setattr(kernels, "ENABLED", kernels.ENABLED)
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((200, 12)).astype(np.float32), rng.integers(0, 3, 200)
+    weights = []
+    for fused in (False, True):
+        kernels.ENABLED = fused
+        net = nn.mlp([12, 16, 16, 3], dropout=0.3, rng=np.random.default_rng(0))
+        trainer = nn.Trainer(net, nn.SGD(lr=0.1, momentum=0.9, weight_decay=1e-3), clipper=clipper, batch_size=32,
+                             rng=np.random.default_rng(1))  # fmt: skip
+        for epoch in range(2):
+            trainer.train_epoch(X, y, epoch)
+        weights.append(net.params)
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[1][name], weights[0][name], err_msg=name)
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("numpy", "False"), ("", "True")])
+def test_environment_variable_selects_the_implementation(value, enabled):
+    env = os.environ | {"NNLAB_KERNELS": value}
+    done = subprocess.run([sys.executable, "-c", "from nn import kernels; print(kernels.ENABLED)"], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() == enabled
