@@ -28,6 +28,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from experiments import tracking
+
 DEFAULT_METRICS = ("test/acc", "test/loss", "val/acc", "train/acc")
 HISTORY_METRIC = "val/acc"
 RUN_COLUMNS = ("run_id", "run", "status", "start_time")
@@ -35,10 +37,6 @@ RUN_COLUMNS = ("run_id", "run", "status", "start_time")
 
 class CompareError(RuntimeError):
     """The runs cannot be compared: unreachable store, unknown experiment, nothing matched."""
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
 
 
 def compare_runs(
@@ -239,7 +237,9 @@ def write_report(table: pd.DataFrame, out: Path, figure: Figure) -> list[Path]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<cwd>/mlruns/mlflow.db")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db"
+    )
     parser.add_argument(
         "--experiment", action="append", dest="experiments", metavar="NAME", help='default: "nnlab"; repeatable'
     )
@@ -255,7 +255,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tracking_uri = args.tracking_uri or default_tracking_uri()
+    tracking_uri = tracking.tracking_uri(args.tracking_uri)
     try:
         table = compare_runs(
             tracking_uri, args.experiments or ["nnlab"], args.runs, args.filter, args.metrics, args.max_runs

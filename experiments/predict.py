@@ -24,14 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-
-import nn  # noqa: E402
+import nn
 
 MNIST_SIDE, DIGIT_BOX = 28, 20  # MNIST: the digit's longer side is 20 px inside a 28x28 field
 INK = 0.1  # a pixel is ink above this share of the full contrast (for the bounding box)
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-DEFAULT_STORE = Path("mlruns") / "mlflow.db"
 
 
 class InputError(Exception):
@@ -221,15 +218,6 @@ class Model:
     predict_proba: object  # Callable[[np.ndarray], np.ndarray]
 
 
-def default_tracking_uri() -> str | None:
-    """``$MLFLOW_TRACKING_URI``, else the project's default store ``./mlruns/mlflow.db`` if it exists."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if DEFAULT_STORE.is_file():
-        return f"sqlite:///{DEFAULT_STORE.resolve()}"
-    return None
-
-
 def model_uri(spec: str) -> str:
     """A run id -> ``runs:/<id>/model``; MLflow URIs as given."""
     return f"runs:/{spec}/model" if RUN_ID.match(spec) else spec
@@ -248,11 +236,14 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
             f"--model {spec}: no such file, and not a run id (32 hex digits) or an MLflow model URI "
             "(runs:/<run id>/model, models:/<model id>, models:/<name>/<version>)."
         )
-    tracking_uri = tracking_uri or default_tracking_uri()
+    from experiments import tracking
+
+    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.DEFAULT_STORE.is_file():
+        tracking_uri = tracking.tracking_uri(tracking_uri)
     if tracking_uri is None and uri.startswith(("runs:/", "models:/")):
         raise InputError(
-            f"--model {spec}: there is no MLflow store to look it up in: ./{DEFAULT_STORE} does not exist here "
-            "and MLFLOW_TRACKING_URI is unset. Pass --tracking-uri sqlite:///path/to/mlruns/mlflow.db "
+            f"--model {spec}: there is no MLflow store to look it up in: ./{tracking.DEFAULT_STORE} does not exist "
+            "here and MLFLOW_TRACKING_URI is unset. Pass --tracking-uri sqlite:///path/to/mlruns/mlflow.db "
             "(or http://host:port of a tracking server)."
         )
     if tracking_uri and tracking_uri.startswith("sqlite:///"):

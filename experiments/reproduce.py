@@ -13,17 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+from mlflow.tracking import MlflowClient
 
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from experiments.runs import RunError, get_run, logged_config, parse_run_arguments, tracking_uri_or_default  # noqa: E402
-from experiments.schema import ConfigError  # noqa: E402
-from experiments.tracking import environment_tags  # noqa: E402
-from experiments.train import RunFailed, train  # noqa: E402
-from nn.data import DataError  # noqa: E402
+from experiments.runs import RunError, get_run, logged_config, parse_run_arguments, tracking_uri_or_default
+from experiments.schema import ConfigError
+from experiments.tracking import environment_tags
+from experiments.train import RunFailed, train
+from nn.data import DataError
 
 log = logging.getLogger("nnlab")
 COMPARED = ("test/acc", "test/loss", "val/best_acc", "val/acc", "val/loss", "train/loss")

@@ -14,11 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+from mlflow.tracking import MlflowClient
 
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from experiments.runs import (  # noqa: E402
+from experiments.runs import (
     RunError,
     get_run,
     latest_training_state,
@@ -26,9 +24,9 @@ from experiments.runs import (  # noqa: E402
     parse_run_arguments,
     tracking_uri_or_default,
 )
-from experiments.schema import ConfigError  # noqa: E402
-from experiments.train import Resume, RunFailed, train  # noqa: E402
-from nn.data import DataError  # noqa: E402
+from experiments.schema import ConfigError
+from experiments.train import Resume, RunFailed, train
+from nn.data import DataError
 
 log = logging.getLogger("nnlab")
 

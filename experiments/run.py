@@ -6,18 +6,15 @@ Every config group and key is listed by ``python experiments/run.py --help``; pr
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-
-from experiments.schema import ConfigError  # noqa: E402
-from experiments.train import RunFailed, train  # noqa: E402
-from nn.data import DataError  # noqa: E402
+from experiments.schema import ConfigError
+from experiments.train import RunFailed, train
+from nn.data import DataError
 
 log = logging.getLogger("nnlab")
 

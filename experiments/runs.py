@@ -14,15 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import Config
+from experiments.tracking import tracking_uri
 from nn.serialization import ModelFileError, load_training_state
 
 
 class RunError(RuntimeError):
     """A run cannot be read back; the message says which and why."""
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
 
 
 def get_run(client: MlflowClient, run_id: str):
@@ -80,12 +77,13 @@ def parse_run_arguments(description: str, argv: list[str] | None) -> argparse.Na
     """``RUN_ID [--tracking-uri URI]``, the arguments of resume.py and reproduce.py; also sets up logging."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run_id")
-    parser.add_argument("--tracking-uri", help="default: sqlite:///<cwd>/mlruns/mlflow.db")
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     return parser.parse_args(argv)
 
 
 def tracking_uri_or_default(uri: str | None) -> str:
-    uri = uri or default_tracking_uri()
+    """``experiments.tracking.tracking_uri``, also made MLflow's current store."""
+    uri = tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     return uri

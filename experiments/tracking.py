@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import tempfile
@@ -30,13 +31,37 @@ from nn.serialization import architecture, training_snapshot, write
 log = logging.getLogger("nnlab")
 
 
+DEFAULT_STORE = Path("mlruns") / "mlflow.db"
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The store a command reads: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<cwd>/mlruns/mlflow.db`` (where ``run.py`` tracks by default)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve()}"
+
+
 def resolve_store(tracking: DictConfig) -> tuple[str, str | None]:
-    """(tracking URI, artifact location for new experiments or None to let the server choose)."""
+    """(tracking URI, artifact location for new experiments or None to let the server choose) of a run:
+    ``tracking.uri``, else SQLite at ``<tracking.dir>/mlflow.db``.
+
+    Not ``$MLFLOW_TRACKING_URI``: MLflow 3's ``set_tracking_uri`` writes that variable, so in a process
+    that trains twice (a notebook, a sweep, the tests) the first run's store would capture the second."""
     if tracking.uri:
         return str(tracking.uri), None
     root = Path(tracking.dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created (with ``artifact_location``) if it does not exist yet."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created meanwhile by a parallel run
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def ui_command(uri: str) -> str:
@@ -137,7 +162,7 @@ class MlflowTracker:
         self.uri, artifact_location = resolve_store(tracking)
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
-        experiment_id = self._experiment(tracking.experiment, artifact_location)
+        experiment = experiment_id(self.client, tracking.experiment, artifact_location)
         name = tracking.run_name or run_name(self.overrides)
         tags = (
             environment_tags()
@@ -155,7 +180,7 @@ class MlflowTracker:
             run = mlflow.start_run(run_id=self.resume_run_id, nested=nested)
         else:
             run = mlflow.start_run(
-                experiment_id=experiment_id, run_name=name, nested=nested, parent_run_id=parent, tags=tags
+                experiment_id=experiment, run_name=name, nested=nested, parent_run_id=parent, tags=tags
             )
         self.run_id = run.info.run_id
         if self.resume_run_id is not None:
@@ -170,15 +195,6 @@ class MlflowTracker:
         if hydra_dir is not None and hydra_dir.is_dir():
             mlflow.log_artifacts(str(hydra_dir), "hydra")
         self._log_dataset(dataset)
-
-    def _experiment(self, name: str, artifact_location: str | None) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:  # created meanwhile by a parallel run
-            return self.client.get_experiment_by_name(name).experiment_id
 
     def _log_dataset(self, dataset: Dataset) -> None:
         """The training set as the run's input: its source a file URI, tagged with the content checksum."""

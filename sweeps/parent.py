@@ -13,28 +13,17 @@ from pathlib import Path
 
 import optuna
 from mlflow.entities import Metric, Param, Run, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.tracking import environment_tags, resolve_store
+from experiments.tracking import environment_tags, experiment_id, resolve_store
 from sweeps.config import SweepConf
 from sweeps.space import Space
 
 log = logging.getLogger("nnlab.sweeps")
 
 SWEEP_TAG = "nnlab.sweep"  # on the parent run: the study name
-
-
-def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:  # created meanwhile by another process
-        return client.get_experiment_by_name(name).experiment_id
 
 
 def children(client: MlflowClient, experiment_id: str, study_name: str) -> dict[int, Run]:

@@ -28,8 +28,6 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 SWEEP = "lr_momentum_l2"  # conf/sweep/lr_momentum_l2.yaml, cut down to two short trials on digits
 SWEEP_COMMAND = [

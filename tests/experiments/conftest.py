@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +24,6 @@ from omegaconf import DictConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 import experiments.schema  # noqa: E402,F401  registers the ConfigStore schemas and the `sub` resolver
 

@@ -125,3 +125,10 @@ def test_runs_as_a_script_from_any_directory(tmp_path):
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--tracking-uri" in result.stdout
+
+
+def test_main_reads_the_store_named_by_mlflow_tracking_uri(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    monkeypatch.chdir(tmp_path)  # no ./mlruns here: the default store would be empty
+    assert compare.main(["--experiment", "nnlab", "--out", str(tmp_path / "report")]) == 0
+    assert "| high-lr |" in capsys.readouterr().out
