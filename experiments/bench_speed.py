@@ -255,9 +255,6 @@ def profile(args) -> None:
 
 def harness(args) -> None:
     """Whole epochs of experiments/run.py against its training pass; evaluation against its products; memory."""
-    from experiments.train import evaluate
-    from nn.data import Split
-
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable, str(REPO / "experiments" / "run.py"), "clipping=value", "schedule=constant",
@@ -290,13 +287,13 @@ def harness(args) -> None:
     products, whole = [], []
     for _ in range(5 * args.rounds):
         start = time.perf_counter()
-        for lo in range(0, len(x_test), 4096):  # the forward products of evaluate's batches of 4096
+        for lo in range(0, len(x_test), 4096):  # the forward products of Network.evaluate's batches of 4096
             batch = x_test[lo : lo + 4096]
             np.matmul(batch, w1)
             np.matmul(hidden[: len(batch)], w2)
         products.append(time.perf_counter() - start)
         start = time.perf_counter()
-        evaluate(network, Split(x_test, y_test))
+        network.evaluate(x_test, y_test)
         whole.append(time.perf_counter() - start)
     seconds, floor = statistics.median(whole), statistics.median(products)
     print(

@@ -21,8 +21,6 @@ import nn
 from experiments import build, figures
 from experiments.schema import validate
 from experiments.tracking import MlflowTracker, NullTracker, ui_command
-from nn.data import Split
-from nn.losses import softmax_cross_entropy
 from nn.serialization import load_training_state
 
 log = logging.getLogger("nnlab")
@@ -62,13 +60,6 @@ class RunFailed(RuntimeError):
 
 class StuckAtChance(RuntimeError):
     """Validation accuracy stayed at chance level: the run diverged without a non-finite loss."""
-
-
-def evaluate(network: nn.Network, split: Split, batch_size: int = 4096) -> tuple[float, float, np.ndarray]:
-    """Mean loss, accuracy and class probabilities (N, K) of ``network`` on ``split``."""
-    logits = np.concatenate([network.forward(split.X[i : i + batch_size]) for i in range(0, len(split.X), batch_size)])
-    loss, probs = softmax_cross_entropy(logits, split.y)
-    return loss, float(np.mean(probs.argmax(axis=1) == split.y)), probs
 
 
 def hydra_context() -> tuple[list[str], Path | None]:
@@ -207,7 +198,7 @@ def train_epoch(trainer: nn.Trainer, dataset, epoch: int, epochs: int, progress:
         mininterval=0.5,
     ) as bar:
         result = trainer.train_epoch(dataset.train.X, dataset.train.y, epoch - 1, on_batch=lambda *_: bar.update())
-    val = evaluate(trainer.network, dataset.val)
+    val = trainer.network.evaluate(dataset.val.X, dataset.val.y, probabilities=True)
     trainer.end_epoch(val[0])
     return {
         "epoch": epoch,
@@ -238,7 +229,7 @@ def final_metrics(network: nn.Network, dataset, history: list[dict]) -> tuple[di
     final = {"val/best_acc": best["val/acc"], "best_epoch": best["epoch"]}
     if dataset.test is None:
         return final, None
-    loss, acc, probs = evaluate(network, dataset.test)
+    loss, acc, probs = network.evaluate(dataset.test.X, dataset.test.y, probabilities=True)
     counts = figures.confusion_matrix(dataset.test.y, probs.argmax(axis=1), dataset.num_classes)
     final |= {"test/loss": loss, "test/acc": acc}
     final |= {f"test/acc_class_{k}": v for k, v in figures.per_class_accuracy(counts).items() if math.isfinite(v)}

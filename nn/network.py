@@ -9,7 +9,7 @@ import numpy as np
 
 from nn.activations import ACTIVATIONS
 from nn.layers import Dense, Dropout, Layer
-from nn.losses import SoftmaxCrossEntropy
+from nn.losses import softmax_cross_entropy
 
 
 class Network:
@@ -101,17 +101,14 @@ class Network:
         parts = [self.forward(x[i : i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)]
         return np.concatenate(parts).astype(np.int64)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 2048) -> tuple[float, float]:
-        """Mean cross-entropy loss and accuracy of (N, input_dim) inputs against (N,) labels."""
-        loss_sum, correct = 0.0, 0
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 4096, probabilities: bool = False) -> tuple:
+        """Mean cross-entropy loss and accuracy of (N, input_dim) inputs against (N,) labels; with
+        ``probabilities``, also the class probabilities (N, num_classes) they were measured from."""
         x = np.asarray(x, dtype=self.dtype)
-        loss = SoftmaxCrossEntropy()
-        for i in range(0, len(x), batch_size):
-            logits = self.forward(x[i : i + batch_size])
-            yb = y[i : i + batch_size]
-            loss_sum += loss.forward(logits, yb) * len(yb)
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-        return loss_sum / len(x), correct / len(x)
+        logits = np.concatenate([self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        loss, probs = softmax_cross_entropy(logits, y)
+        accuracy = float(np.mean(probs.argmax(axis=1) == y))
+        return (loss, accuracy, probs) if probabilities else (loss, accuracy)
 
     def fit(self, X, y, X_val=None, y_val=None, epochs: int = 10, batch_size: int = 128, **kwargs):
         """Train in place and return the per-epoch history; see ``nn.training.fit`` for the options."""

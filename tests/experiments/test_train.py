@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 import nn
 from experiments import train as train_module
-from experiments.train import Pruned, StuckAtChance, check_chance, evaluate, train
+from experiments.train import Pruned, StuckAtChance, check_chance, train
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
 QUICK = ["dataset=digits", "model=mlp128", "train.progress=false"]
@@ -140,7 +140,7 @@ def test_run_finishes_and_returns_the_last_validation_accuracy(fixture, request,
     val_acc = history(mlflow_store, result.run_id, "val/acc")
     assert [step for step, _ in val_acc] == list(range(1, epochs + 1))
     assert result.objective == val_acc[-1][1]
-    assert result.objective == evaluate(result.network, result.dataset.val)[1]
+    assert result.objective == result.network.evaluate(result.dataset.val.X, result.dataset.val.y)[1]
 
 
 def test_params_are_the_flattened_config(all_policy):
@@ -220,7 +220,8 @@ def test_policy_all_keeps_a_checkpoint_of_every_epoch(all_policy, mlflow_store, 
     val_acc = dict(history(mlflow_store, all_policy.run_id, "val/acc"))
     for epoch, name in enumerate(names, start=1):
         network = nn.load(mlflow_store.download(all_policy.run_id, name, tmp_path))
-        assert evaluate(network, all_policy.dataset.val)[1] == pytest.approx(val_acc[epoch], abs=1e-12)
+        val = all_policy.dataset.val
+        assert network.evaluate(val.X, val.y)[1] == pytest.approx(val_acc[epoch], abs=1e-12)
     assert same_params(network.params, all_policy.network.params)
 
 
@@ -232,14 +233,16 @@ def test_policy_best_and_last_keeps_the_best_and_the_last_weights(best_and_last,
     metrics = best_and_last.run.data.metrics
     val_acc = dict(history(mlflow_store, best_and_last.run_id, "val/acc"))
     assert metrics["best_epoch"] == 2 and val_acc[3] < val_acc[2] == metrics["val/best_acc"]
-    assert evaluate(best, best_and_last.dataset.val)[1] == pytest.approx(val_acc[2], abs=1e-12)
-    assert evaluate(last, best_and_last.dataset.val)[1] == pytest.approx(val_acc[3], abs=1e-12)
+    val = best_and_last.dataset.val
+    assert best.evaluate(val.X, val.y)[1] == pytest.approx(val_acc[2], abs=1e-12)
+    assert last.evaluate(val.X, val.y)[1] == pytest.approx(val_acc[3], abs=1e-12)
     assert same_params(last.params, best_and_last.network.params)
 
 
 def test_final_metrics_are_the_test_results_of_the_final_network(all_policy, mlflow_store):
     metrics = all_policy.run.data.metrics
-    test_loss, test_acc, probs = evaluate(all_policy.network, all_policy.dataset.test)
+    test = all_policy.dataset.test
+    test_loss, test_acc, probs = all_policy.network.evaluate(test.X, test.y, probabilities=True)
     assert metrics["test/acc"] == pytest.approx(test_acc) and metrics["test/loss"] == pytest.approx(test_loss)
     val_acc = history(mlflow_store, all_policy.run_id, "val/acc")
     best_step, best_value = max(val_acc, key=lambda sv: (sv[1], -sv[0]))

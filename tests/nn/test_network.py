@@ -99,6 +99,9 @@ def test_predict_proba_predict_and_evaluate_agree():
     loss, acc = net.evaluate(x, y)
     assert acc == np.mean(pred == y)
     assert loss == pytest.approx(-np.mean(np.log(proba[np.arange(23), y])), rel=1e-5)
+    loss_again, acc_again, probabilities = net.evaluate(x, y, batch_size=5, probabilities=True)
+    assert (loss_again, acc_again) == pytest.approx((loss, acc), rel=1e-6)
+    np.testing.assert_allclose(probabilities, proba, rtol=1e-6)
 
 
 def test_batch_size_does_not_change_results():
