@@ -14,8 +14,10 @@ import platform
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -68,17 +70,26 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def flatten(node, prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"optimizer.lr": "0.05", ...}, leaving out Hydra's ``_target_``/``_partial_``."""
-    items: dict[str, str] = {}
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("_target_", "_partial_"):
-                continue
-            items |= flatten(value, f"{prefix}{key}.")
-    else:
-        items[prefix[:-1]] = json.dumps(node) if isinstance(node, list) else str(node)
-    return items
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"lr": 0.05}}`` -> ``{"optimizer.lr": 0.05}``; lists and other values are kept as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_params(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as MLflow params (``optimizer.lr`` -> ``"0.05"``, lists as JSON), without
+    Hydra's ``_target_``/``_partial_`` keys."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {
+        key: json.dumps(value) if isinstance(value, list) else str(value)
+        for key, value in flat.items()
+        if key.rsplit(".", 1)[-1] not in ("_target_", "_partial_")
+    }
 
 
 def run_name(overrides: list[str]) -> str:
@@ -190,7 +201,7 @@ class MlflowTracker:
 
     def _log_start(self, cfg: DictConfig, dataset: Dataset, hydra_dir: Path | None) -> None:
         """Params, the config, Hydra's folder and the dataset input of a new run."""
-        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        mlflow.log_params(config_params(cfg))
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild from
         if hydra_dir is not None and hydra_dir.is_dir():
             mlflow.log_artifacts(str(hydra_dir), "hydra")

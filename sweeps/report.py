@@ -18,6 +18,8 @@ import pandas as pd
 from mlflow.entities import Run
 from optuna.trial import TrialState
 
+from experiments.compare import to_markdown
+
 log = logging.getLogger("nnlab.sweeps")
 
 PLOTS = {
@@ -79,17 +81,6 @@ def trials_table(study: optuna.Study, runs: dict[int, Run] | None = None) -> pd.
     return pd.DataFrame(rows)
 
 
-def table_markdown(frame: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub markdown table (floats to 4 significant digits)."""
-
-    def cell(value) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def markdown(study: optuna.Study, table: pd.DataFrame, top: int, images: list[Path]) -> str:
     """The report's text: counts, best trial, top-k table, plots."""
     counts = table["state"].value_counts().to_dict() if len(table) else {}
@@ -103,10 +94,11 @@ def markdown(study: optuna.Study, table: pd.DataFrame, top: int, images: list[Pa
         ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
         shown = complete.sort_values("value", ascending=ascending).head(top)
         columns = [c for c in shown.columns if c not in ("state", "reason", "retry_of", "run_status")]
-        lines += ["", f"## Top {len(shown)}", "", table_markdown(shown[columns])]
+        lines += ["", f"## Top {len(shown)}", "", to_markdown(shown[columns]).rstrip("\n")]
     failed = table[table["state"].isin(["FAIL", "PRUNED"])] if len(table) else table
     if len(failed):
-        lines += ["", "## Pruned and failed", "", table_markdown(failed[["number", "state", "epochs", "reason"]])]
+        shown = failed[["number", "state", "epochs", "reason"]]
+        lines += ["", "## Pruned and failed", "", to_markdown(shown).rstrip("\n")]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in images]
     return "\n".join(lines) + "\n"
 

@@ -26,11 +26,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.schema import ConfigError, validate
+from experiments.tracking import flatten
 from sweeps import config as sweep_config
 from sweeps import trial as trial_module
 from sweeps.config import SweepConf
 from sweeps.parent import Parent
-from sweeps.space import Space, flatten, parse
+from sweeps.space import Space, parse
 from sweeps.study import Heartbeat, ask, budget, budget_lock, open_storage, open_study, remaining, retry, running
 
 log = logging.getLogger("nnlab.sweeps")

@@ -141,14 +141,3 @@ def parse(params: Mapping[str, Any] | None, arguments: Iterable[str] = ()) -> tu
         else:
             rest.append(line)
     return space, rest
-
-
-def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optimizer": {"lr": "interval(...)"}}`` -> ``{"optimizer.lr": "interval(...)"}`` (lists are values)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

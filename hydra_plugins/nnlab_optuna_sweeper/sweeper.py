@@ -50,9 +50,10 @@ class NnlabOptunaSweeper(Sweeper):
         return len(os.sched_getaffinity(0)) if n_jobs is None or n_jobs < 1 else int(n_jobs)
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        from experiments.tracking import flatten
         from sweeps.config import default_storage, direction, settings
         from sweeps.parent import Parent
-        from sweeps.space import flatten, parse, to_text
+        from sweeps.space import parse, to_text
         from sweeps.study import Heartbeat, ask, budget, budget_lock, open_storage, open_study, retry, running
         from sweeps.trial import PRUNER_ATTR, conclude
 
