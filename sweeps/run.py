@@ -30,6 +30,7 @@ from experiments.tracking import flatten
 from sweeps import config as sweep_config
 from sweeps import trial as trial_module
 from sweeps.config import SweepConf
+from sweeps.optuna_private import storage_of, trial_id
 from sweeps.parent import Parent
 from sweeps.space import Space, parse
 from sweeps.study import Heartbeat, ask, budget, budget_lock, open_storage, open_study, remaining, retry, running
@@ -119,7 +120,7 @@ def run_one(
     sweep: Sweep, study: optuna.Study, trial: optuna.Trial, parent_run_id: str | None, tracking_uri: str | None
 ) -> None:
     """One trial, told to the study whatever happens; Ctrl-C fails it, queues it again and propagates."""
-    with Heartbeat(study._storage, trial._trial_id):
+    with Heartbeat(storage_of(study), trial_id(trial)):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             params = sweep.space.suggest(trial)
@@ -131,7 +132,7 @@ def run_one(
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (KeyboardInterrupt); queued again")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            retry(study, study._storage.get_trial(trial._trial_id), max_retry=sys.maxsize)
+            retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
             raise
         except Exception as err:
             if not isinstance(err, trial_module.Pruned):
@@ -173,7 +174,7 @@ def drive(arguments: list[str]) -> optuna.Study:
     log.info("study %s in %s: %d of %d trials so far", conf.study_name, sweep.storage_url, done, sweep.n_trials)
     if conf.workers > 1 and sweep.storage_url.startswith("sqlite"):
         log.warning("several workers on a SQLite study storage may fail with 'database is locked': use a journal file")
-    with budget_lock(study._storage, conf.study_name):  # drivers started at once on two machines share one parent
+    with budget_lock(storage_of(study), conf.study_name):  # drivers started at once on two machines share one parent
         parent = Parent(tracking, conf.study_name) if tracking.enabled else None
     if parent is not None:
         parent.describe(conf, sweep.space, sweep.storage_url, sweep.training)

@@ -24,47 +24,17 @@ from typing import Any
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from experiments.schema import ConfigError
 from sweeps.config import HeartbeatConf, SweepConf
+from sweeps.optuna_private import BaseHeartbeat, JournalFileStorage, stale_trial_ids, storage_of, study_id, unwrap
 from sweeps.space import Space
 
 log = logging.getLogger("nnlab.sweeps")
 WARNED: set[str] = set()  # said once per process, however often a study is opened
-
-
-class JournalFileStorage(JournalStorage, BaseHeartbeat):
-    """Optuna's journal file storage with heartbeats: one file per running trial, touched every interval."""
-
-    def __init__(self, path: str | Path, heartbeat_interval: int, grace_period: int) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.heartbeats = self.path.with_name(self.path.name + ".heartbeats")
-        self.heartbeats.mkdir(exist_ok=True)
-        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        super().__init__(JournalFileBackend(str(self.path)))
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        (self.heartbeats / str(trial_id)).touch()
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        now, stale = time.time(), []
-        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            beat = self.heartbeats / str(trial._trial_id)
-            last = beat.stat().st_mtime if beat.exists() else trial.datetime_start.timestamp()
-            if now - last > self.grace_period:
-                stale.append(trial._trial_id)
-        return stale
-
-    def get_heartbeat_interval(self) -> int:
-        return self.heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self) -> None:
-        return None  # fail_stale() runs ours
 
 
 def open_storage(url: str, heartbeat: HeartbeatConf | None) -> BaseStorage:
@@ -236,7 +206,7 @@ def ask(
     count: int = 1,
 ) -> list[optuna.Trial]:
     """Up to ``count`` new trials within the budget (none when it is used), after failing stale ones."""
-    with budget_lock(study._storage, study.study_name), warnings.catch_warnings():
+    with budget_lock(storage_of(study), study.study_name), warnings.catch_warnings():
         # we run the heartbeat thread ourselves (Heartbeat), as Study.optimize would
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         fail_stale(study, heartbeat.max_retry, on_failed)
@@ -246,12 +216,6 @@ def ask(
 def running(study: optuna.Study) -> list[int]:
     """Numbers of the trials running now (in any worker)."""
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-
-
-def unwrap(storage: BaseStorage) -> BaseStorage:
-    """The storage itself: a study wraps an ``RDBStorage`` in Optuna's ``_CachedStorage``."""
-    backend = getattr(storage, "_backend", None)  # (a journal storage's _backend is its file: not that)
-    return backend if isinstance(backend, RDBStorage) else storage
 
 
 @contextlib.contextmanager
@@ -296,13 +260,13 @@ def fail_stale(
 
     Returns the numbers of the trials failed here (another worker may fail some first).
     """
-    storage = study._storage
+    storage = storage_of(study)
     if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
         return []
     grace = getattr(unwrap(storage), "grace_period", None) or 2 * storage.get_heartbeat_interval()  # Optuna's default
     reason = f"worker lost: no heartbeat for more than {grace} s"
     failed = []
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+    for trial_id in stale_trial_ids(storage, study_id(study)):
         try:
             storage.set_trial_user_attr(trial_id, "fail_reason", reason)
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from experiments.train import Pruned
 from sweeps.config import report_metric
+from sweeps.optuna_private import storage_of, study_id, trial_id
 
 log = logging.getLogger("nnlab.sweeps")
 
@@ -88,8 +89,8 @@ def run_job(cfg: DictConfig) -> float:
     """A multirun job of the ``nnlab_optuna`` sweeper: ``run`` as the trial ``cfg.sweep_trial`` names."""
     spec = cfg.sweep_trial
     study = load_study(spec.study, spec.storage)
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, spec.number)
-    return run(cfg, optuna.Trial(study, trial_id))
+    number = storage_of(study).get_trial_id_from_study_id_trial_number(study_id(study), spec.number)
+    return run(cfg, optuna.Trial(study, number))
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,14 +114,14 @@ def conclude(
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
         state, values = TrialState.FAIL, None
     elif not (isinstance(value, int | float) and math.isfinite(value)):
-        stored = study._storage.get_trial(trial._trial_id).user_attrs  # a job elsewhere may have set the reason
+        stored = storage_of(study).get_trial(trial_id(trial)).user_attrs  # a job elsewhere may have set the reason
         if "fail_reason" not in stored:
             trial.set_user_attr("fail_reason", f"the objective is {value!r}, not a finite number")
         state, values = TrialState.FAIL, None
     else:
         state, values = TrialState.COMPLETE, float(value)
     study.tell(trial, values, state=state)
-    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    attrs = storage_of(study).get_trial(trial_id(trial)).user_attrs
     reason = attrs.get("fail_reason") or attrs.get("prune_reason") or ""
     log.info("trial %d %s%s", trial.number, state.name, f" ({values:.4f})" if values is not None else f": {reason}")
     return state

@@ -17,7 +17,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -52,6 +52,7 @@ class NnlabOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         from experiments.tracking import flatten
         from sweeps.config import default_storage, direction, settings
+        from sweeps.optuna_private import storage_of, trial_id
         from sweeps.parent import Parent
         from sweeps.space import parse, to_text
         from sweeps.study import Heartbeat, ask, budget, budget_lock, open_storage, open_study, retry, running
@@ -66,7 +67,7 @@ class NnlabOptunaSweeper(Sweeper):
         n_trials = budget(conf, space)
         study = open_study(conf, open_storage(url, conf.heartbeat), space, direction(conf, cfg.train.objective))
         study.set_user_attr(PRUNER_ATTR, conf.pruner)
-        with budget_lock(study._storage, conf.study_name):  # one parent run, however many sweepers start at once
+        with budget_lock(storage_of(study), conf.study_name):  # one parent run, however many sweepers start at once
             parent = Parent(cfg.tracking, conf.study_name) if cfg.tracking.enabled else None
         if parent is not None:
             parent.describe(conf, space, url, rest)
@@ -93,20 +94,22 @@ class NnlabOptunaSweeper(Sweeper):
                     jobs.append(job + ([f"tracking.parent_run_id={parent.run_id}"] if parent else []))
                 with contextlib.ExitStack() as beats:
                     for trial in trials:
-                        beats.enter_context(Heartbeat(study._storage, trial._trial_id))
+                        beats.enter_context(Heartbeat(storage_of(study), trial_id(trial)))
                     try:
                         results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
                     except KeyboardInterrupt:
                         for trial in trials:  # failed and queued again: a rerun resumes with them
                             conclude(study, trial, error=KeyboardInterrupt("interrupted; queued again"))
-                            retry(study, study._storage.get_trial(trial._trial_id), max_retry=sys.maxsize)
+                            retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
                         raise
                 self.job_idx += len(jobs)
                 for trial, result in zip(trials, results):
-                    if result.status == JobStatus.COMPLETED:
-                        conclude(study, trial, result._return_value)
+                    try:
+                        value = result.return_value  # Hydra's public accessor re-raises a failed job's exception
+                    except BaseException as err:  # every failed job is concluded, as before
+                        conclude(study, trial, error=err)
                     else:
-                        conclude(study, trial, error=result._return_value)
+                        conclude(study, trial, value)
                 returns.extend(results)
             finished = True
         finally:

@@ -25,8 +25,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from sweeps import report
+from sweeps.optuna_private import storage_of, unwrap
 from sweeps.run import main
-from sweeps.study import open_storage, unwrap
+from sweeps.study import open_storage
 from tests.sweeps.conftest import REPO, check_trial_runs, split_runs
 from tests.sweeps.test_study import ask_from_processes
 
@@ -162,6 +163,6 @@ def test_workers_asking_at_once_meet_the_budget_exactly_through_postgresql(datab
     """Four processes count and ask under PostgreSQL's advisory lock: 13 trials, not one more."""
     trials = ask_from_processes(database, 13)
     study = optuna.load_study(study_name="shared", storage=open_storage(database, None))
-    assert isinstance(unwrap(study._storage), RDBStorage)  # what budget_lock takes the advisory lock for
+    assert isinstance(unwrap(storage_of(study)), RDBStorage)  # what budget_lock takes the advisory lock for
     assert len(trials) == 13 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(13))

@@ -12,10 +12,10 @@ from optuna.trial import TrialState
 
 from experiments.schema import ConfigError
 from sweeps.config import HeartbeatConf, settings
+from sweeps.optuna_private import JournalFileStorage, storage_of, trial_id, unwrap
 from sweeps.space import parse
 from sweeps.study import (
     Heartbeat,
-    JournalFileStorage,
     ask,
     budget,
     counted,
@@ -25,7 +25,6 @@ from sweeps.study import (
     pruner,
     remaining,
     sampler,
-    unwrap,
 )
 
 SPACE = parse({"x": "interval(0, 1)", "n": "range(1, 4)"})[0]
@@ -69,11 +68,12 @@ def journal_study(tmp_path, name="s", grace=2, n_trials=3) -> optuna.Study:
 
 def test_a_trial_whose_heartbeat_stopped_is_failed_with_the_reason_and_queued_again(tmp_path):
     study = journal_study(tmp_path)
-    assert isinstance(study._storage, JournalFileStorage) and unwrap(study._storage) is study._storage
+    storage = storage_of(study)
+    assert isinstance(storage, JournalFileStorage) and unwrap(storage) is storage
     [alive], [dead] = ask(study, 3, HeartbeatConf(1, 2)), ask(study, 3, HeartbeatConf(1, 2))
     SPACE.suggest(dead)
-    with Heartbeat(study._storage, alive._trial_id):
-        beat = study._storage.heartbeats / str(dead._trial_id)
+    with Heartbeat(storage, trial_id(alive)):
+        beat = storage.heartbeats / str(trial_id(dead))
         beat.touch()
         os.utime(beat, (time.time() - 10, time.time() - 10))  # its worker stopped beating 10 s ago
         failed = []
