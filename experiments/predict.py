@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import nn
+from nn.data import DataError, read_mnist_csv
 
 MNIST_SIDE, DIGIT_BOX = 28, 20  # MNIST: the digit's longer side is 20 px inside a 28x28 field
 INK = 0.1  # a pixel is ink above this share of the full contrast (for the bounding box)
@@ -152,58 +153,13 @@ class CsvRows:
 
 
 def read_csv_rows(path: str | os.PathLike, input_dim: int = MNIST_SIDE * MNIST_SIDE) -> CsvRows:
-    """Rows of ``input_dim`` pixel values 0..255, optionally after a label column and under a header.
-
-    The label column is the one named ``label`` in the header, or the first column when a row has
-    ``input_dim + 1`` values.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file.")
+    """Rows of ``input_dim`` pixel values 0..255, optionally after a label column (first) and under a
+    header: ``nn.data.read_mnist_csv`` with the model's input size."""
     try:
-        frame = pd.read_csv(path, header=None, dtype=str, skip_blank_lines=True, encoding_errors="strict")
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the CSV file is empty; expected rows of {input_dim} pixel values.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a readable CSV file ({reason}).") from None
-    header = None
-    if len(frame) and pd.to_numeric(frame.iloc[0], errors="coerce").isna().any():
-        header = [str(name).strip().lower() for name in frame.iloc[0]]
-        frame = frame.iloc[1:]
-    if frame.empty:
-        raise InputError(f"{path}: the CSV file has no data rows; expected rows of {input_dim} pixel values.")
-    width = frame.shape[1]
-    labels = None
-    if header is not None and "label" in header:
-        label_col = header.index("label")
-    elif width == input_dim + 1:
-        label_col = 0
-    else:
-        label_col = None
-    if label_col is not None:
-        labels_raw = frame.iloc[:, label_col]
-        frame = frame.drop(columns=frame.columns[label_col])
-    if frame.shape[1] != input_dim:
-        raise InputError(
-            f"{path}: each row has {width} values, but the model takes {input_dim} pixel values per row "
-            f"(or {input_dim + 1} with a label column first, or a header naming a 'label' column)."
-        )
-    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        row, col = bad[0]
-        raise InputError(f"{path}: row {row + 1} has a value that is not a number (column {col + 1}).")
-    if values.min() < 0 or values.max() > 255:
-        raise InputError(
-            f"{path}: pixel values must lie in 0..255; found values from {values.min():g} to {values.max():g}."
-        )
-    if label_col is not None:
-        parsed = pd.to_numeric(labels_raw, errors="coerce").to_numpy()
-        labels = None if np.isnan(parsed).any() else parsed.astype(np.int64)
-    return CsvRows(X=values / 255.0, labels=labels)
+        pixels, labels = read_mnist_csv(path, num_pixels=input_dim)
+    except DataError as err:
+        raise InputError(f"{path}: {err}") from None
+    return CsvRows(X=pixels / 255.0, labels=None if labels is None else labels.astype(np.int64))
 
 
 # -- models --------------------------------------------------------------------------------------

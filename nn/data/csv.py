@@ -19,24 +19,29 @@ from .idx import IMAGE_SIDE, NUM_CLASSES, DataError
 __all__ = ["read_mnist_csv"]
 
 NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
-LAYOUT_HINT = (
-    f"Expected {NUM_PIXELS + 1} columns (label, then {NUM_PIXELS} pixels) or "
-    f"{NUM_PIXELS} columns (pixels only, like the digit-recognizer test.csv), "
-    "comma-separated, with an optional header row."
-)
 
 
-def _first_line(path: Path) -> str:
+def _layout_hint(num_pixels: int) -> str:
+    return (
+        f"Expected {num_pixels + 1} columns (label, then {num_pixels} pixels) or "
+        f"{num_pixels} columns (pixels only, like the digit-recognizer test.csv), "
+        "comma-separated, with an optional header row."
+    )
+
+
+def _first_line(path: Path, hint: str) -> str:
     try:
-        with path.open("r", encoding="utf-8", errors="replace") as file:
+        with path.open("r", encoding="utf-8") as file:
             for line in file:
                 if line.strip():
                     return line.strip()
     except FileNotFoundError:
         raise DataError(f"CSV file {path} does not exist. Check the path.") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"CSV file {path} is not a readable CSV file: not UTF-8 text ({error.reason}).") from None
     except OSError as error:
         raise DataError(f"Could not read CSV file {path}: {error}.") from error
-    raise DataError(f"CSV file {path} is empty. {LAYOUT_HINT}")
+    raise DataError(f"CSV file {path} is empty. {hint}")
 
 
 def _is_number(text: str) -> bool:
@@ -81,7 +86,9 @@ def _check_range(path: Path, values: np.ndarray, what: str, high: int, line_offs
         )
 
 
-def read_mnist_csv(path: str | Path, has_labels: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_mnist_csv(
+    path: str | Path, has_labels: bool | None = None, num_pixels: int = NUM_PIXELS
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an MNIST CSV file, with or without a label column and header row.
 
     Parameters
@@ -91,11 +98,14 @@ def read_mnist_csv(path: str | Path, has_labels: bool | None = None) -> tuple[np
     has_labels : bool or None
         Whether the first column is the label. None detects it from the
         column count: 785 means labelled, 784 means pixels only.
+    num_pixels : int
+        Pixels per row, 784 for MNIST (``experiments/predict.py`` passes its
+        model's input size).
 
     Returns
     -------
     images : numpy.ndarray
-        uint8 array of shape (N, 784), values 0..255.
+        uint8 array of shape (N, num_pixels), values 0..255.
     labels : numpy.ndarray or None
         uint8 array of shape (N,), values 0..9, or None for a file without a
         label column.
@@ -109,18 +119,18 @@ def read_mnist_csv(path: str | Path, has_labels: bool | None = None) -> tuple[np
         column where it can.
     """
     path = Path(path)
-    first_cells = [cell.strip().strip('"') for cell in _first_line(path).split(",")]
+    hint = _layout_hint(num_pixels)
+    first_cells = [cell.strip().strip('"') for cell in _first_line(path, hint).split(",")]
     # A header has no numeric cell; a partly numeric first line is data, checked below.
     has_header = not any(_is_number(cell) for cell in first_cells)
     num_columns = len(first_cells)
     if has_labels is None:
-        has_labels = num_columns == NUM_PIXELS + 1
-    if num_columns != NUM_PIXELS + int(has_labels):
+        has_labels = num_columns == num_pixels + 1
+    if num_columns != num_pixels + int(has_labels):
         layout = "with" if has_labels else "without"
         raise DataError(
             f"CSV file {path} has {num_columns} columns in its first line but a "
-            f"file {layout} a label column needs {NUM_PIXELS + int(has_labels)}. "
-            f"{LAYOUT_HINT}"
+            f"file {layout} a label column needs {num_pixels + int(has_labels)}. {hint}"
         )
     header = 0 if has_header else None
     # Data row i (0-based) sits on this 1-based line of the file (blank lines aside).
@@ -129,7 +139,7 @@ def read_mnist_csv(path: str | Path, has_labels: bool | None = None) -> tuple[np
         values = pd.read_csv(path, header=header, dtype=np.int32).to_numpy()
     except pd.errors.ParserError as error:
         raise DataError(
-            f"CSV file {path} has rows with a different column count than its first line ({error}). {LAYOUT_HINT}"
+            f"CSV file {path} has rows with a different column count than its first line ({error}). {hint}"
         ) from error
     except (ValueError, OverflowError):
         values = _read_slowly(path, header, line_offset)

@@ -217,13 +217,13 @@ def _write_bad_input(kind: str, tmp_path: Path) -> tuple[Path, str]:
     if kind == "csv_wrong_width":
         path = tmp_path / "narrow.csv"
         pd.DataFrame(np.zeros((2, 100), int)).to_csv(path, index=False, header=False)
-        return path, "each row has 100 values, but the model takes 784"
+        return path, "has 100 columns in its first line but a file without a label column needs 784"
     if kind == "csv_not_numbers":
         path = tmp_path / "words.csv"
         rows = np.zeros((3, 784), int).astype(str)
         rows[2, 5] = "seven"
         pd.DataFrame(rows).to_csv(path, index=False, header=False)
-        return path, "row 3 has a value that is not a number"
+        return path, "non-integer value 'seven' at line 3, column 6"
     if kind == "csv_out_of_range":
         path = tmp_path / "range.csv"
         pd.DataFrame(np.full((1, 784), 300)).to_csv(path, index=False, header=False)

@@ -189,6 +189,22 @@ def test_read_mnist_csv_labelled(tmp_path, header):
     assert got_labels.dtype == np.uint8 and np.array_equal(got_labels, labels)
 
 
+def test_read_mnist_csv_takes_other_row_widths(tmp_path):
+    images = np.arange(5 * 64).reshape(5, 64) % 17  # 8x8 digits-sized rows, as predict.py reads for such a model
+    path = write_csv(tmp_path / "small.csv", images, np.arange(5), header=False)
+    got_images, got_labels = read_mnist_csv(path, num_pixels=64)
+    assert got_images.shape == (5, 64) and np.array_equal(got_images, images) and list(got_labels) == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError, match="has 65 columns in its first line but a file without a label column needs 784"):
+        read_mnist_csv(path, has_labels=False)
+
+
+def test_read_mnist_csv_says_a_binary_file_is_not_a_csv(tmp_path):
+    path = tmp_path / "binary.csv"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataError, match="is not a readable CSV file: not UTF-8 text"):
+        read_mnist_csv(path)
+
+
 @pytest.mark.parametrize("header", [True, False])
 def test_read_mnist_csv_without_labels(tmp_path, header):
     images, _ = fake_digits(6, seed=0)
