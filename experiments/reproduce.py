@@ -49,10 +49,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None) -> tuple[str, dict[s
     cfg = logged_config(client, run_id, uri)
     cfg.tracking.run_name = f"reproduce {original.info.run_name}"
     cfg.tracking.tags = dict(cfg.tracking.tags) | {"nnlab.reproduces": run_id}
-    train(cfg)
-    new = client.search_runs(
-        [original.info.experiment_id], f"tags.`nnlab.reproduces` = '{run_id}'", order_by=["start_time DESC"]
-    )[0]
+    new = client.get_run(train(cfg).run_id)
     if new.data.tags.get("dataset.checksum") != original.data.tags.get("dataset.checksum"):
         log.warning("the data differs: dataset checksum %s now, %s in the original run",
                     new.data.tags.get("dataset.checksum"), original.data.tags.get("dataset.checksum"))  # fmt: skip

@@ -25,14 +25,14 @@ from experiments.runs import (
     tracking_uri_or_default,
 )
 from experiments.schema import ConfigError
-from experiments.train import Resume, RunFailed, train
+from experiments.train import Resume, RunFailed, TrainResult, train
 from nn.data import DataError
 
 log = logging.getLogger("nnlab")
 
 
-def resume(run_id: str, tracking_uri: str | None = None) -> float:
-    """Continue run ``run_id``; returns the run's objective like ``train``."""
+def resume(run_id: str, tracking_uri: str | None = None) -> TrainResult:
+    """Continue run ``run_id`` in place; returns ``train``'s result."""
     uri = tracking_uri_or_default(tracking_uri)
     client = MlflowClient(uri)
     run = get_run(client, run_id)

@@ -22,11 +22,7 @@ log = logging.getLogger("nnlab")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
-        if cfg.sweep_trial.study:  # a job of the nnlab_optuna sweeper: report to its trial's pruner
-            from sweeps.trial import run_job
-
-            return run_job(cfg)
-        return train(cfg)
+        return train(cfg).objective
     except (ConfigError, DataError) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

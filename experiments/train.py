@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 import nn
 from experiments import build, figures
+from experiments.callbacks import Callback, Pruned
 from experiments.schema import validate
 from experiments.tracking import MlflowTracker, NullTracker, ui_command
 from nn.serialization import load_training_state
@@ -34,8 +35,21 @@ class Resume:
     state_file: Path
 
 
-class Pruned(Exception):
-    """Raised by an ``on_epoch`` hook to stop a run early (a sweep's pruner); ``train`` re-raises it."""
+@dataclass
+class TrainResult:
+    """What ``train`` did: the run, how it ended and why, its metrics, and the sweep objective.
+
+    ``status`` is "finished", "failed" (diverged: ``reason`` says how) or "pruned" (a callback raised
+    ``Pruned``); Ctrl-C and errors raise instead (the run is closed as KILLED or FAILED first).
+    ``history`` holds one row of metrics per epoch; ``final`` the end-of-run metrics (test, best val).
+    """
+
+    run_id: str | None
+    status: str
+    reason: str | None
+    history: list[dict]
+    final: dict
+    objective: float
 
 
 class RunFailed(RuntimeError):
@@ -70,15 +84,15 @@ def hydra_context() -> tuple[list[str], Path | None]:
     return list(hydra.overrides.task), Path(hydra.runtime.output_dir) / hydra.output_subdir
 
 
-def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, resume: Resume | None = None) -> float:
-    """Train as ``cfg`` says and track it; returns ``cfg.train.objective`` (NaN for a diverged run).
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | None = None) -> TrainResult:
+    """Train as ``cfg`` says and track it; returns a ``TrainResult`` (objective NaN unless finished).
 
-    ``on_epoch(epoch, metrics)`` is called after each epoch is logged (a sweep reports to its pruner
-    there); raising ``Pruned`` from it closes the run as pruned and propagates. ``resume`` continues an
-    interrupted run in place from its last training-state file (see ``experiments/resume.py``).
+    Every callback's ``on_epoch_end`` runs after each epoch is logged; one raising ``Pruned`` ends the
+    run as pruned. ``resume`` continues an interrupted run in place from its last training-state file
+    (see ``experiments/resume.py``).
 
-    Raises ``ConfigError`` or ``DataError`` before anything is tracked; a diverged run is closed as
-    FAILED with its reason, and Ctrl-C closes it as KILLED with the last weights kept.
+    Raises ``ConfigError`` or ``DataError`` before anything is tracked; ``RunFailed`` when training or
+    logging raises (the run closed as FAILED); Ctrl-C closes the run as KILLED with the last weights kept.
     """
     validate(cfg)
     parts = build.parts(cfg)
@@ -150,8 +164,8 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, 
                 row["epoch_time"],
             )
             check_chance(row["val/acc"], epoch, dataset.num_classes, cfg.train.divergence)
-            if on_epoch is not None:
-                on_epoch(epoch, metrics)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, metrics, tracker.run_id)
         final, test = final_metrics(network, dataset, history)
         tracker.finish(network, dataset, history, final, test)
     except (nn.Diverged, StuckAtChance) as err:
@@ -163,11 +177,11 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, 
             )
         log.error("run failed at epoch %d: %s", epoch, reason)
         tracker.fail(reason, epoch)
-        return float("nan")
+        return TrainResult(tracker.run_id, "failed", reason, history, {}, float("nan"))
     except Pruned as err:
         log.info("pruned at epoch %d: %s", epoch, err)
         tracker.prune(str(err), epoch)
-        raise
+        return TrainResult(tracker.run_id, "pruned", str(err), history, {}, float("nan"))
     except KeyboardInterrupt:
         log.warning("interrupted at epoch %d; run closed as KILLED with the last weights", epoch)
         tracker.kill(network, epoch)
@@ -183,7 +197,8 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, dict], None] | None = None, 
         log.info("test loss %.4f acc %.4f", final["test/loss"], final["test/acc"])
     if tracker.run_id:
         log.info("logged as MLflow run %s; browse with: %s", tracker.run_id, ui_command(tracker.uri))
-    return objective(cfg.train.objective, history[-1], final)
+    value = objective(cfg.train.objective, history[-1], final)
+    return TrainResult(tracker.run_id, "finished", None, history, final, value)
 
 
 def train_epoch(trainer: nn.Trainer, dataset, epoch: int, epochs: int, progress: bool) -> dict:

@@ -1,7 +1,8 @@
 """One trial: ``train(cfg)`` reporting to the study's pruner every epoch, and its outcome told to the study.
 
 ``run`` is shared by the driver (``sweeps.run``, the trial in hand) and by multirun jobs of the
-``nnlab_optuna`` sweeper (``run_job``: the trial named by ``cfg.sweep_trial``, rebuilt from storage).
+``nnlab_optuna`` sweeper (``run_job``, the task its launcher runs: the trial named by
+``cfg.sweep_trial``, rebuilt from storage).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import logging
 import math
 from typing import Any
 
-import mlflow
 import optuna
 from omegaconf import DictConfig, open_dict
 from optuna.trial import TrialState
 
-from experiments.train import Pruned
+from experiments.callbacks import Callback, Pruned
 from sweeps.config import report_metric
 from sweeps.optuna_private import storage_of, study_id, trial_id
 
@@ -25,16 +25,15 @@ log = logging.getLogger("nnlab.sweeps")
 PRUNER_ATTR = "nnlab.pruner"  # study user attribute: the pruner's options, for jobs in other processes
 
 
-class Reporter:
-    """``on_epoch`` hook of a trial: report the metric, raise ``Pruned`` when the pruner says so."""
+class Reporter(Callback):
+    """A trial's callback: report the metric every epoch, raise ``Pruned`` when the pruner says so."""
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial, self.metric = trial, metric
 
-    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        run = mlflow.active_run()
-        if epoch == 1 and run is not None:
-            self.trial.set_user_attr("mlflow_run_id", run.info.run_id)
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], run_id: str | None) -> None:
+        if epoch == 1 and run_id is not None:
+            self.trial.set_user_attr("mlflow_run_id", run_id)
         value = metrics.get(self.metric)
         if value is None:  # not finite this epoch: nothing to report
             return
@@ -50,7 +49,7 @@ def run(
     """``train(cfg)`` as trial ``trial``: its MLflow run tagged and nested, reporting every epoch.
 
     Returns the objective (NaN for a diverged run, whose reason goes to the trial's ``fail_reason``);
-    raises ``Pruned`` when pruned and whatever else ``train`` raises.
+    raises ``Pruned`` when pruned and whatever else ``train`` raises (its run already closed).
     """
     from experiments.train import train
 
@@ -65,24 +64,12 @@ def run(
     if cfg.tracking.run_name is None:
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         cfg.tracking.run_name = f"{study_name} #{trial.number}: {shown}"
-    try:
-        value = train(cfg, on_epoch=Reporter(trial, report_metric(cfg.train.objective)))
-    except Exception:
-        while mlflow.active_run() is not None:  # a run that failed while starting is left active: close it
-            mlflow.end_run(status="FAILED")
-        raise
-    if not math.isfinite(value):
-        trial.set_user_attr("fail_reason", failure_reason(cfg))
-    return value
-
-
-def failure_reason(cfg: DictConfig) -> str:
-    """Why the last run returned NaN: its ``nnlab.failure_reason`` tag, when it was tracked."""
-    if cfg.tracking.enabled:
-        last = mlflow.last_active_run()
-        if last is not None and "nnlab.failure_reason" in last.data.tags:
-            return last.data.tags["nnlab.failure_reason"]
-    return "train() returned NaN: the run diverged (see its log)"
+    result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective))])
+    if result.status == "pruned":
+        raise Pruned(result.reason)
+    if result.status == "failed":
+        trial.set_user_attr("fail_reason", result.reason)
+    return result.objective
 
 
 def run_job(cfg: DictConfig) -> float:

@@ -2,8 +2,9 @@
 
 It owns the study as ``python -m sweeps.run`` does (same space, storage, budget, pruner, MLflow parent
 run) but launches each trial as a Hydra job through the configured launcher. Jobs learn which trial
-they are from ``sweep_trial.{study,storage,number}`` and report to its pruner from ``train``'s
-``on_epoch`` hook (``sweeps.trial.run_job``), in-process or not; the sweeper tells the outcome.
+they are from ``sweep_trial.{study,storage,number}``: the launcher runs ``sweeps.trial.run_job`` in
+place of the app's task, so that ``train`` reports to the trial's pruner through a callback, in-process
+or not; the sweeper tells the outcome.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ class NnlabOptunaSweeper(Sweeper):
         self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from sweeps.trial import run_job  # each job trains as its trial, reporting to the trial's pruner
+
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function
+            config=config, hydra_context=hydra_context, task_function=run_job
         )
 
     def batch_size(self) -> int:

@@ -73,7 +73,7 @@ def test_every_config_option_composes_and_trains_one_epoch(
     if group == "dataset" and option in IDX_DATASETS:
         return  # compose only; see test_mnist_subset_trains_when_data_is_present / the fashion_mnist tests
 
-    objective = train(cfg)
+    objective = train(cfg).objective
     assert math.isfinite(objective) and 0.0 <= objective <= 1.0
     if tracked:
         run = mlflow_store.only_run(experiment_name)
@@ -210,7 +210,7 @@ def test_full_batch_presets_are_not_stopped_at_chance_in_their_first_epochs(comp
     for preset in ("r2", "r4"):
         cfg = compose(f"experiment={preset}", "dataset=digits", "train.epochs=3", "tracking=none")
         assert cfg.train.divergence.check_after > 3
-        assert math.isfinite(train(cfg))
+        assert math.isfinite(train(cfg).objective)
 
 
 def test_command_line_overrides_beat_the_preset(compose):
@@ -242,7 +242,7 @@ def test_mnist_option_takes_its_root_from_the_environment(compose, monkeypatch, 
 @pytest.mark.skipif(not os.environ.get("NNLAB_DATA_DIR"), reason="NNLAB_DATA_DIR is not set: no MNIST files here")
 def test_mnist_subset_trains_when_data_is_present(compose):
     cfg = compose("dataset=mnist", "dataset.subset=500", "dataset.download=false", "tracking=none", *ONE_EPOCH)
-    objective = train(cfg)
+    objective = train(cfg).objective
     assert math.isfinite(objective) and 0.0 <= objective <= 1.0
 
 

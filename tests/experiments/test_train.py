@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 import nn
 from experiments import train as train_module
-from experiments.train import Pruned, StuckAtChance, check_chance, train
+from experiments.callbacks import Callback, Pruned
+from experiments.train import StuckAtChance, check_chance, train
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
 QUICK = ["dataset=digits", "model=mlp128", "train.progress=false"]
@@ -25,7 +26,7 @@ IMAGE = re.compile(r"^images/val_confusion\+step\+(\d+)\+timestamp\+\d+\+[0-9a-f
 
 def run_train(cfg) -> SimpleNamespace:
     """``train(cfg)`` with the final network and the data set caught on their way to ``final_metrics``."""
-    caught = SimpleNamespace(objective=None, network=None, dataset=None)
+    caught = SimpleNamespace(objective=None, result=None, network=None, dataset=None)
     original = train_module.final_metrics
 
     def spy(network, dataset, history):
@@ -36,7 +37,8 @@ def run_train(cfg) -> SimpleNamespace:
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(train_module, "final_metrics", spy)
-            caught.objective = train(cfg)
+            caught.result = train(cfg)
+            caught.objective = caught.result.objective
     finally:
         mlflow.set_tracking_uri(previous)
     return caught
@@ -332,8 +334,10 @@ def test_mnist_subset_run_is_tracked(compose, mlflow_store, experiment_name):
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_diverging_run_returns_nan_and_is_closed_as_failed(compose, mlflow_store, experiment_name):
     cfg = compose(*QUICK, "train.epochs=3", "optimizer.lr=1e6", *mlflow_store.overrides(experiment_name))
-    assert math.isnan(run_train(cfg).objective)
+    result = run_train(cfg).result
+    assert math.isnan(result.objective) and result.status == "failed" and "diverged" in result.reason
     run = mlflow_store.only_run(experiment_name)
+    assert result.run_id == run.info.run_id and result.reason == run.data.tags["nnlab.failure_reason"]
     assert run.info.status == "FAILED"
     assert "diverged" in run.data.tags["nnlab.failure_reason"]
     assert run.data.tags["nnlab.failed_epoch"] == "1"
@@ -412,16 +416,17 @@ def test_interrupt_closes_the_run_as_killed_with_the_last_weights(
     assert run.outputs.model_outputs == []
 
 
-def test_on_epoch_hook_can_prune_a_run_nested_under_a_parent_with_extra_tags(compose, mlflow_store, experiment_name):
+def test_a_callback_can_prune_a_run_nested_under_a_parent_with_extra_tags(compose, mlflow_store, experiment_name):
     client = mlflow_store.client
     experiment_id = client.create_experiment(experiment_name, artifact_location=(mlflow_store.dir / "sweep").as_uri())
     parent_id = client.create_run(experiment_id, run_name="sweep").info.run_id
     seen = []
 
-    def hook(epoch, metrics):
-        seen.append((epoch, metrics["val/acc"]))
-        if epoch == 2:
-            raise Pruned("pruned by the sweep at epoch 2")
+    class PruneAtTwo(Callback):
+        def on_epoch_end(self, epoch, metrics, run_id):
+            seen.append((epoch, metrics["val/acc"], run_id))
+            if epoch == 2:
+                raise Pruned("pruned by the sweep at epoch 2")
 
     cfg = compose(
         *QUICK,
@@ -430,14 +435,16 @@ def test_on_epoch_hook_can_prune_a_run_nested_under_a_parent_with_extra_tags(com
         f"tracking.parent_run_id='{parent_id}'",
         "+tracking.tags.trial=7",
     )
-    with pytest.raises(Pruned):
-        train(cfg, on_epoch=hook)
+    result = train(cfg, callbacks=[PruneAtTwo()])
     (run,) = [r for r in mlflow_store.runs(experiment_name) if r.info.run_id != parent_id]
+    assert (result.status, result.run_id) == ("pruned", run.info.run_id)
+    assert result.reason == "pruned by the sweep at epoch 2"
+    assert math.isnan(result.objective) and [row["epoch"] for row in result.history] == [1, 2]
     assert run.info.status == "KILLED"
     tags = run.data.tags
     assert tags["nnlab.state"] == "pruned" and tags["nnlab.failed_epoch"] == "2" and tags["trial"] == "7"
     assert tags["mlflow.parentRunId"] == parent_id
-    assert seen == history(mlflow_store, run.info.run_id, "val/acc")
+    assert seen == [(epoch, acc, run.info.run_id) for epoch, acc in history(mlflow_store, run.info.run_id, "val/acc")]
     assert client.get_run(parent_id).info.status == "RUNNING"  # the sweep's run is left to the sweep
 
 

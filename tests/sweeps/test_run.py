@@ -55,15 +55,15 @@ def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, nam
 
 
 def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, monkeypatch):
-    original = Reporter.__call__
+    original = Reporter.on_epoch_end
 
-    def interrupt_second_trial(self, epoch, metrics):
+    def interrupt_second_trial(self, epoch, metrics, run_id):
         if self.trial.number == 1:
             raise KeyboardInterrupt
-        original(self, epoch, metrics)
+        original(self, epoch, metrics, run_id)
 
     with monkeypatch.context() as patch:
-        patch.setattr(Reporter, "__call__", interrupt_second_trial)
+        patch.setattr(Reporter, "on_epoch_end", interrupt_second_trial)
         assert main(["sweep=digits_smoke", *store.args(name)]) == 130
     study = store.study(name)
     states = [t.state for t in study.trials]
