@@ -197,15 +197,15 @@ class MlflowTracker:
         if self.resume_run_id is not None:
             mlflow.set_tag("nnlab.resumed_from_epoch", str(self.resumed_epochs))
         else:
-            self._log_start(cfg, self.dataset, self.hydra_dir)
+            self._log_start()
 
-    def _log_start(self, cfg: DictConfig, dataset: Dataset, hydra_dir: Path | None) -> None:
+    def _log_start(self) -> None:
         """Params, the config, Hydra's folder and the dataset input of a new run."""
-        mlflow.log_params(config_params(cfg))
-        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild from
-        if hydra_dir is not None and hydra_dir.is_dir():
-            mlflow.log_artifacts(str(hydra_dir), "hydra")
-        self._log_dataset(dataset)
+        mlflow.log_params(config_params(self.cfg))
+        mlflow.log_text(OmegaConf.to_yaml(self.cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild
+        if self.hydra_dir is not None and self.hydra_dir.is_dir():
+            mlflow.log_artifacts(str(self.hydra_dir), "hydra")
+        self._log_dataset(self.dataset)
 
     def _log_dataset(self, dataset: Dataset) -> None:
         """The training set as the run's input: its source a file URI, tagged with the content checksum."""
@@ -295,23 +295,27 @@ class MlflowTracker:
         self.client.log_figure(self.run_id, fig, path)
 
     def fail(self, reason: str, epoch: int) -> None:
-        try:
-            if self._open():
-                mlflow.set_tags({"nnlab.failure_reason": reason[:5000], "nnlab.failed_epoch": str(epoch)})
-        finally:
-            self._close("FAILED")
+        self._end("FAILED", {"nnlab.failure_reason": reason[:5000], "nnlab.failed_epoch": str(epoch)})
 
     def prune(self, reason: str, epoch: int) -> None:
         """A sweep's pruner stopped the run: closed as KILLED with ``nnlab.state=pruned``."""
-        mlflow.set_tags({"nnlab.state": "pruned", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
-        self._close("KILLED")
+        self._end("KILLED", {"nnlab.state": "pruned", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
 
     def kill(self, network: nn.Network, epoch: int) -> None:
         """Ctrl-C: keep what was logged, store the last weights, close the run as KILLED."""
-        mlflow.set_tags({"nnlab.failure_reason": "interrupted (KeyboardInterrupt)", "nnlab.failed_epoch": str(epoch)})
-        if self.policy != "none":
+        if self.policy != "none" and self._open():
             self._checkpoint(network, "last.npz")
-        self._close("KILLED")
+        self._end(
+            "KILLED", {"nnlab.failure_reason": "interrupted (KeyboardInterrupt)", "nnlab.failed_epoch": str(epoch)}
+        )
+
+    def _end(self, status: str, tags: dict[str, str]) -> None:
+        """Tag the run, if it was opened, and close it with ``status`` whatever happens."""
+        try:
+            if self._open():
+                mlflow.set_tags(tags)
+        finally:
+            self._close(status)
 
     def _open(self) -> bool:
         """Whether this tracker's run is the active run (started and not yet closed)."""

@@ -133,18 +133,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
     epochs, epoch = cfg.train.epochs, len(history)
     try:
         tracker.start()
-    except Exception as err:
-        reason = f"{type(err).__name__}: {err}"
-        tracker.fail(reason, epoch)
-        raise RunFailed(tracker.run_id, reason) from err
-    log.info(
-        "%s on %s: %d train / %d val examples",
-        network_summary(network),
-        dataset.name,
-        len(dataset.train.y),
-        len(dataset.val.y),
-    )
-    try:
+        log.info(
+            "%s on %s: %d train / %d val examples",
+            network_summary(network),
+            dataset.name,
+            len(dataset.train.y),
+            len(dataset.val.y),
+        )
         for epoch in range(len(history) + 1, epochs + 1):
             row = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
             _, _, val_probs = row.pop("_val")
@@ -153,7 +148,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
             metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
             tracker.log_epoch(epoch, metrics, network, counts, epoch == epochs, trainer, history)
             log.info(
-                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.3g  %.1fs",
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.3g  %.2fs",
                 epoch,
                 epochs,
                 row["train/loss"],

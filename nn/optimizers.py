@@ -10,7 +10,7 @@ pass as the update. ``grads`` are scratch space: after a step their contents are
 Two implementations of one update rule. ``update`` is the NumPy reference: each parameter is updated
 in chunks of ``CHUNK`` elements, so that its several element-wise passes run in cache instead of
 streaming the whole matrix from memory each time. ``fused`` calls the compiled kernel of
-``nn.kernels`` (one pass, every core) when numba is installed; both give bit-identical results.
+``nn.kernels`` (one pass) when numba is installed; both give bit-identical results.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from nn import kernels
 from nn.clipping import NO_CLIP, Clip
 
-CHUNK = 1 << 22
+CHUNK = 1 << 16
 
 
 class Optimizer:

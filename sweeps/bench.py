@@ -18,7 +18,8 @@ from pathlib import Path
 
 import optuna
 
-BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+from sweeps.run import BLAS_VARIABLES
+
 CONFIGS = {  # name: (pruner overrides, workers, BLAS threads of a single worker: None leaves them to BLAS)
     "no pruning, 1 worker": (["sweep.pruner.name=none"], 1, None),
     "no pruning, 1 worker, 1 BLAS thread": (["sweep.pruner.name=none"], 1, 1),
