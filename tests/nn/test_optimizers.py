@@ -192,10 +192,9 @@ def big_problem(seed=0):
 CHUNK_CASES = ["nesterov", "dampening", "adam-wd", "adamw", "rmsprop-centered-momentum-wd"]
 
 
+@pytest.mark.parametrize("update_kernels", ["numpy"], indirect=True)  # the fused kernels do not chunk
 @pytest.mark.parametrize("case", CHUNK_CASES)
-def test_chunked_update_equals_unchunked(case, monkeypatch, update_kernels):
-    if update_kernels != "numpy":
-        pytest.skip("the fused kernels do not chunk")
+def test_chunked_update_equals_unchunked(case, monkeypatch):
     make = CASES[case][0]
     params, grads = big_problem()
     assert params["big.W"].size > nn.optimizers.CHUNK
@@ -206,10 +205,9 @@ def test_chunked_update_equals_unchunked(case, monkeypatch, update_kernels):
         np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
 
 
+@pytest.mark.parametrize("update_kernels", ["numpy"], indirect=True)  # the fused kernels do not chunk
 @pytest.mark.parametrize("case", CHUNK_CASES)
-def test_tiny_chunks_with_ragged_tail_match_reference(case, monkeypatch, update_kernels):
-    if update_kernels != "numpy":
-        pytest.skip("the fused kernels do not chunk")
+def test_tiny_chunks_with_ragged_tail_match_reference(case, monkeypatch):
     make, ref, kwargs = CASES[case]
     monkeypatch.setattr(nn.optimizers, "CHUNK", 4)
     params, grads = problem(6)
