@@ -258,7 +258,8 @@ def harness(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable, str(REPO / "experiments" / "run.py"), "clipping=value", "schedule=constant",
-            "optimizer.lr=0.01", "regularization.l2=1e-4", f"train.epochs={args.epochs + 1}", "train.progress=false",
+            "optimizer.lr=0.01", "optimizer.weight_decay=1e-4", f"train.epochs={args.epochs + 1}",
+            "train.progress=false",
             f"tracking.dir={tmp}", "tracking.experiment=bench", f"hydra.run.dir={tmp}/hydra",
         ]  # fmt: skip
         walls, passes = [], []

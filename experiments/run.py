@@ -1,11 +1,13 @@
 """Train one configuration: ``python experiments/run.py model=wide1024 optimizer.lr=0.05``.
 
 Every config group and key is listed by ``python experiments/run.py --help``; presets are
-``experiment=<name>`` (see conf/experiment/).
+``experiment=<name>`` (see conf/experiment/). ``-m`` runs a multirun: ``-m optimizer.lr=0.01,0.1``
+(a grid, Hydra's basic sweeper) or ``-m sweep=<name>`` (an Optuna study, see conf/sweep/).
 """
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,9 +19,10 @@ from experiments.train import RunFailed, train
 from nn.data import DataError
 
 log = logging.getLogger("nnlab")
+CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: also found when run as python -m experiments.run
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
         return train(cfg).objective
@@ -37,4 +40,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the run or trial in progress is already closed (KILLED, or failed and queued)
+        log.warning("interrupted: a run is closed as KILLED; rerun the same command to resume a sweep")
+        sys.exit(130)

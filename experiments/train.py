@@ -20,7 +20,6 @@ from tqdm import tqdm
 import nn
 from experiments import build, figures
 from experiments.callbacks import Callback, Pruned
-from experiments.schema import validate
 from experiments.tracking import MlflowTracker, NullTracker, ui_command
 from nn.serialization import load_training_state
 
@@ -94,19 +93,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
     Raises ``ConfigError`` or ``DataError`` before anything is tracked; ``RunFailed`` when training or
     logging raises (the run closed as FAILED); Ctrl-C closes the run as KILLED with the last weights kept.
     """
-    validate(cfg)
     parts = build.parts(cfg)
     dtype = np.dtype(cfg.train.dtype)
-    dataset = build.call(cfg.dataset, seed=cfg.seed, dtype=dtype)
-    augmenter = build.augmenter(parts.augment_config, dataset)
+    dataset = build.call("dataset", cfg.dataset, seed=cfg.seed, dtype=dtype)
+    augmenter = build.augmenter(parts, dataset)
     rng = np.random.default_rng(cfg.seed)
     network = parts.make_network(
-        input_dim=dataset.train.X.shape[1],
-        num_classes=dataset.num_classes,
-        dropout=cfg.regularization.dropout,
-        input_dropout=cfg.regularization.input_dropout,
-        rng=rng,
-        dtype=dtype,
+        input_dim=dataset.train.X.shape[1], num_classes=dataset.num_classes, rng=rng, dtype=dtype
     )
     trainer = nn.Trainer(
         network,

@@ -14,6 +14,8 @@ import operator
 
 import numpy as np
 
+from nn.checks import check, in_range
+
 # Images are warped in chunks of about this many pixels, so that temporaries
 # stay in cache instead of being allocated (and page-faulted) per batch.
 _CHUNK_PIXELS = 32 * 28 * 28
@@ -163,12 +165,10 @@ def gaussian_blur_matrix(size: int, sigma: float) -> np.ndarray:
 
 
 def _check_range(name: str, value: float, low: float, high: float, high_open: bool = False) -> float:
-    value = float(value)
-    inside = low <= value < high if high_open else low <= value <= high
-    if not (math.isfinite(value) and inside):
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low:g}, {high:g}{bracket}, got {value!r}")
-    return value
+    bracket = ")" if high_open else "]"
+    allowed = f"a number >= {low:g}" if math.isinf(high) else f"in [{low:g}, {high:g}{bracket}"
+    check(in_range(value, low, high, high_open=high_open), name, value, allowed)
+    return float(value)
 
 
 class Augmenter:
@@ -211,9 +211,8 @@ class Augmenter:
         try:
             height, width = (operator.index(size) for size in image_shape)
         except (TypeError, ValueError):
-            raise ValueError(f"image_shape must be two positive integers, got {image_shape!r}") from None
-        if height < 1 or width < 1:
-            raise ValueError(f"image_shape must be two positive integers, got {image_shape!r}")
+            height = width = 0
+        check(height >= 1 and width >= 1, "image_shape", image_shape, "two positive integers (H, W)")
         self.image_shape = (height, width)
         self.shift = _check_range("shift", shift, 0.0, math.inf)
         self.rotation = _check_range("rotation", rotation, 0.0, 180.0)
@@ -221,8 +220,12 @@ class Augmenter:
         self.shear = _check_range("shear", shear, 0.0, 90.0, high_open=True)
         self.elastic_alpha = _check_range("elastic_alpha", elastic_alpha, 0.0, math.inf)
         self.elastic_sigma = _check_range("elastic_sigma", elastic_sigma, 0.0, math.inf)
-        if self.elastic_alpha > 0 and self.elastic_sigma == 0:
-            raise ValueError("elastic_sigma must be > 0 when elastic_alpha > 0, got 0.0")
+        check(
+            self.elastic_alpha == 0 or self.elastic_sigma > 0,
+            "elastic_sigma",
+            elastic_sigma,
+            "> 0 when elastic_alpha > 0",
+        )
         self.probability = _check_range("probability", probability, 0.0, 1.0)
 
         if self.elastic_alpha > 0:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nn.checks import check, is_number
+
 
 def global_norm(grads: dict[str, np.ndarray]) -> float:
     """sqrt of the sum of squares of every gradient entry (``clip_grad_norm_``'s total_norm)."""
@@ -70,8 +72,7 @@ class ClipByValue(Clipper):
     """Clamp every gradient entry to ``[-value, value]`` (``torch.nn.utils.clip_grad_value_``)."""
 
     def __init__(self, value: float = 5.0) -> None:
-        if not value > 0:
-            raise ValueError(f"clipping value must be positive, got {value}")
+        check(is_number(value) and value > 0, "value", value, "a positive number (the clipping bound)")
         self.value = value
 
     def plan(self, grads, measure=False):
@@ -83,8 +84,7 @@ class ClipByNorm(Clipper):
     ``max_norm`` (``torch.nn.utils.clip_grad_norm_`` with the 2-norm)."""
 
     def __init__(self, max_norm: float = 1.0) -> None:
-        if not max_norm > 0:
-            raise ValueError(f"max_norm must be positive, got {max_norm}")
+        check(is_number(max_norm) and max_norm > 0, "max_norm", max_norm, "a positive number")
         self.max_norm = max_norm
 
     def plan(self, grads, measure=False):

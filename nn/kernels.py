@@ -4,8 +4,8 @@ NumPy needs five to nine element-wise passes per parameter for an update (``nn.o
 readable reference); each pass streams the whole array. The kernels here, compiled by numba when it
 is installed (``pip install -e ".[fast]"``), read each gradient, parameter and state entry once and
 write each once. (One thread: a parallel version timed in the training loop was no better than
-the noise between runs, and its threads compete with BLAS's.) They repeat the reference's operations in its order and its
-floating-point types (Python-float constants rounded to the array's dtype first, as NumPy does), so
+the noise between runs, and its threads compete with BLAS's.) They repeat the reference's operations
+in its order and its floating-point types (Python-float constants rounded to the array's dtype first, as NumPy does), so
 both give bit-identical results; ``tests/nn/test_kernels.py`` checks that for every option.
 
 ``ENABLED`` is False without numba or with ``NNLAB_KERNELS=numpy`` in the environment.

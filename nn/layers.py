@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nn.checks import check, in_range
 from nn.initializers import get_initializer
 
 
@@ -106,8 +107,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        check(in_range(p, 0, 1, high_open=True), "p", p, "in [0, 1) (the dropout probability)")
         self.p = p
         self.rng = rng if rng is not None else np.random.default_rng()
         self._mask: np.ndarray | None = None

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from nn.activations import ACTIVATIONS
+from nn.checks import check, in_range, is_integer
+from nn.initializers import INITIALIZERS
 from nn.layers import Dense, Dropout, Layer
 from nn.losses import softmax_cross_entropy
 
@@ -127,6 +129,20 @@ class Network:
         return f"Network(\n  {inner}\n)"
 
 
+def check_mlp(hidden: Sequence[int], activation: str, init: str, dropout: float, input_dropout: float) -> None:
+    """The checks of ``mlp``'s arguments, callable before the input size is known; raises ``ArgumentError``."""
+    check(
+        isinstance(hidden, Sequence) and all(is_integer(n) and n >= 1 for n in hidden),
+        "hidden",
+        hidden,
+        "a list of positive integer widths, e.g. [1024] ([] is softmax regression)",
+    )
+    check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
+    check(init in INITIALIZERS, "init", init, f"one of {', '.join(INITIALIZERS)}")
+    check(in_range(dropout, 0, 1, high_open=True), "dropout", dropout, "in [0, 1)")
+    check(in_range(input_dropout, 0, 1, high_open=True), "input_dropout", input_dropout, "in [0, 1)")
+
+
 def mlp(
     sizes: Sequence[int],
     activation: str = "relu",
@@ -145,11 +161,14 @@ def mlp(
     init : weight initializer for every Dense layer.
     rng : draws the initial weights and, later, the dropout masks.
     """
-    sizes = [int(s) for s in sizes]
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must list at least an input and an output size, all positive, got {sizes}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    sizes = list(sizes)
+    check(
+        len(sizes) >= 2 and all(is_integer(n) and n >= 1 for n in sizes),
+        "sizes",
+        sizes,
+        "an input size, the hidden widths and an output size, all positive integers",
+    )
+    check_mlp(sizes[1:-1], activation, init, dropout, input_dropout)
     rng = rng if rng is not None else np.random.default_rng()
     layers: list[Layer] = []
     if input_dropout > 0:

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from nn import kernels
+from nn.checks import check, in_range, is_number
 from nn.clipping import NO_CLIP, Clip
 
 CHUNK = 1 << 16
@@ -32,10 +33,9 @@ class Optimizer:
     state_keys: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0, decay_bias: bool = False) -> None:
-        if not lr > 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        check(is_number(lr) and lr > 0, "lr", lr, "a positive number (the learning rate)")
+        check(is_number(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay, "a number >= 0")
+        check(isinstance(decay_bias, bool), "decay_bias", decay_bias, "true or false")
         self.lr, self.weight_decay, self.decay_bias = lr, weight_decay, decay_bias
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self.steps = 0
@@ -114,12 +114,14 @@ class SGD(Optimizer):
         decay_bias: bool = False,
     ) -> None:
         super().__init__(lr, weight_decay, decay_bias)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if not 0 <= dampening < 1:
-            raise ValueError(f"dampening must be in [0, 1), got {dampening}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0")
+        check(in_range(momentum, 0, 1, high_open=True), "momentum", momentum, "in [0, 1)")
+        check(in_range(dampening, 0, 1, high_open=True), "dampening", dampening, "in [0, 1)")
+        check(
+            not nesterov or (momentum > 0 and dampening == 0),
+            "nesterov",
+            nesterov,
+            "false unless momentum > 0 and dampening = 0 (Nesterov momentum needs momentum)",
+        )
         self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
         self.state_keys = ("momentum_buffer",) if momentum else ()
 
@@ -164,11 +166,14 @@ class Adam(Optimizer):
         decay_bias: bool = False,
     ) -> None:
         super().__init__(lr, weight_decay, decay_bias)
+        check(
+            len(betas) == 2 and all(in_range(b, 0, 1, high_open=True) for b in betas),
+            "betas",
+            list(betas),
+            "two numbers in [0, 1)",
+        )
+        check(is_number(eps) and eps > 0, "eps", eps, "a positive number")
         beta1, beta2 = betas
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError(f"betas must be in [0, 1), got {tuple(betas)}")
-        if not eps > 0:
-            raise ValueError(f"eps must be positive, got {eps}")
         self.betas, self.eps = (float(beta1), float(beta2)), eps
 
     def update(self, p, g, s, lr, decay, tmp):
@@ -227,12 +232,9 @@ class RMSprop(Optimizer):
         decay_bias: bool = False,
     ) -> None:
         super().__init__(lr, weight_decay, decay_bias)
-        if not 0 <= alpha < 1:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if not eps > 0:
-            raise ValueError(f"eps must be positive, got {eps}")
+        check(in_range(alpha, 0, 1, high_open=True), "alpha", alpha, "in [0, 1)")
+        check(in_range(momentum, 0, 1, high_open=True), "momentum", momentum, "in [0, 1)")
+        check(is_number(eps) and eps > 0, "eps", eps, "a positive number")
         self.alpha, self.eps, self.momentum, self.centered = alpha, eps, momentum, centered
         self.state_keys = (
             ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if momentum else ())

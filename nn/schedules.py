@@ -12,6 +12,8 @@ import bisect
 import math
 from collections.abc import Sequence
 
+from nn.checks import check, in_range, is_integer, is_number
+
 
 class Schedule:
     """Base: constant learning rate."""
@@ -36,8 +38,7 @@ class StepDecay(Schedule):
     """lr * gamma ** (epoch // step_size) (torch StepLR)."""
 
     def __init__(self, step_size: int, gamma: float = 0.1) -> None:
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        check(is_integer(step_size) and step_size >= 1, "step_size", step_size, "an integer >= 1 (epochs)")
         _check_gamma(gamma)
         self.step_size, self.gamma = step_size, gamma
 
@@ -49,11 +50,14 @@ class MultiStepDecay(Schedule):
     """lr * gamma ** (number of milestones <= epoch) (torch MultiStepLR), e.g. milestones [30, 50, 65]."""
 
     def __init__(self, milestones: Sequence[int], gamma: float = 0.1) -> None:
+        milestones = list(milestones)
+        check(
+            all(is_integer(m) and m >= 1 for m in milestones) and milestones == sorted(set(milestones)),
+            "milestones",
+            milestones,
+            "strictly increasing epochs >= 1, e.g. [30, 50, 65]",
+        )
         milestones = [int(m) for m in milestones]
-        if milestones != sorted(milestones) or len(set(milestones)) != len(milestones):
-            raise ValueError(f"milestones must be strictly increasing, got {milestones}")
-        if milestones and milestones[0] < 1:
-            raise ValueError(f"milestones must be >= 1, got {milestones}")
         _check_gamma(gamma)
         self.milestones, self.gamma = milestones, gamma
 
@@ -76,10 +80,8 @@ class CosineAnnealing(Schedule):
     """eta_min + (lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2 (torch CosineAnnealingLR's closed form)."""
 
     def __init__(self, T_max: int, eta_min: float = 0.0) -> None:
-        if T_max < 1:
-            raise ValueError(f"T_max must be >= 1, got {T_max}")
-        if eta_min < 0:
-            raise ValueError(f"eta_min must be >= 0, got {eta_min}")
+        check(is_integer(T_max) and T_max >= 1, "T_max", T_max, "an integer >= 1 (epochs of the half-period)")
+        check(is_number(eta_min) and eta_min >= 0, "eta_min", eta_min, "a number >= 0")
         self.T_max, self.eta_min = T_max, eta_min
 
     def lr_at(self, base_lr, epoch):
@@ -92,10 +94,8 @@ class Warmup(Schedule):
     shifted to start at epoch 0 (like torch SequentialLR of LinearLR and the next schedule)."""
 
     def __init__(self, after: Schedule | None = None, epochs: float = 1.0, start_factor: float = 0.1) -> None:
-        if epochs <= 0:
-            raise ValueError(f"warm-up epochs must be positive, got {epochs}")
-        if not 0 <= start_factor <= 1:
-            raise ValueError(f"start_factor must be in [0, 1], got {start_factor}")
+        check(is_number(epochs) and epochs > 0, "epochs", epochs, "a positive number of warm-up epochs")
+        check(in_range(start_factor, 0, 1), "start_factor", start_factor, "in [0, 1]")
         self.after = after if after is not None else Schedule()
         self.epochs, self.start_factor = epochs, start_factor
 
@@ -120,12 +120,10 @@ class ReduceOnPlateau(Schedule):
     mode "min", threshold_mode "rel", no cooldown)."""
 
     def __init__(self, factor: float = 0.1, patience: int = 10, min_lr: float = 0.0, threshold: float = 1e-4) -> None:
-        if not 0 < factor < 1:
-            raise ValueError(f"factor must be in (0, 1), got {factor}")
-        if patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience}")
-        if min_lr < 0:
-            raise ValueError(f"min_lr must be >= 0, got {min_lr}")
+        check(in_range(factor, 0, 1, low_open=True, high_open=True), "factor", factor, "in (0, 1)")
+        check(is_integer(patience) and patience >= 0, "patience", patience, "an integer >= 0 (epochs)")
+        check(is_number(min_lr) and min_lr >= 0, "min_lr", min_lr, "a number >= 0")
+        check(is_number(threshold) and threshold >= 0, "threshold", threshold, "a number >= 0")
         self.factor, self.patience, self.min_lr, self.threshold = factor, patience, min_lr, threshold
         self.scale, self.best, self.bad_epochs = 1.0, math.inf, 0
         self._base_lr: float | None = None
@@ -152,5 +150,4 @@ class ReduceOnPlateau(Schedule):
 
 
 def _check_gamma(gamma: float) -> None:
-    if not 0 < gamma <= 1:
-        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+    check(in_range(gamma, 0, 1, low_open=True), "gamma", gamma, "in (0, 1]")

@@ -1,3 +1,2 @@
-"""Optuna sweeps over ``experiments.train.train``: the driver (``python -m sweeps.run``), the study, the
-search space in Hydra's sweep syntax, MLflow parent runs, reports. The ``nnlab_optuna`` Hydra sweeper
-(``hydra_plugins/``) reuses the same pieces."""
+"""The Optuna sweep engine under the ``nnlab_optuna`` Hydra sweeper (``hydra_plugins/``): its settings, the
+study and its storage, the search space in Hydra's sweep syntax, trials, the MLflow parent run, reports."""

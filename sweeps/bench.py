@@ -1,6 +1,6 @@
 """The same sweep with and without pruning, on one and two workers: ``python -m sweeps.bench``.
 
-Each configuration runs ``python -m sweeps.run`` as a user would, in a fresh temporary store, and
+Each configuration runs ``python experiments/run.py -m sweep=<name>`` as a user would, in a fresh temporary store, and
 the table gives its wall time, trials by state and best value, with ratios to the baseline (no
 pruning, one worker). Defaults: lr x momentum x L2 for 784-1024-10 on a 5,000-image MNIST subset
 (``--dataset digits`` works offline).
@@ -18,25 +18,29 @@ from pathlib import Path
 
 import optuna
 
-from sweeps.run import BLAS_VARIABLES
+from hydra_plugins.nnlab_optuna_sweeper.sweeper import BLAS_VARIABLES
 
-CONFIGS = {  # name: (pruner overrides, workers, BLAS threads of a single worker: None leaves them to BLAS)
-    "no pruning, 1 worker": (["sweep.pruner.name=none"], 1, None),
-    "no pruning, 1 worker, 1 BLAS thread": (["sweep.pruner.name=none"], 1, 1),
-    "median pruning, 1 worker": ([], 1, None),
-    "no pruning, 2 workers": (["sweep.pruner.name=none"], 2, None),
-    "median pruning, 2 workers": ([], 2, None),
+RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
+
+CONFIGS = {  # name: (overrides, BLAS threads of a single process: None leaves them to BLAS)
+    "no pruning, 1 worker": (["hydra/sweeper/pruner=none"], None),
+    "no pruning, 1 worker, 1 BLAS thread": (["hydra/sweeper/pruner=none"], 1),
+    "median pruning, 1 worker": ([], None),
+    "no pruning, 2 workers": (["hydra/sweeper/pruner=none", "hydra.sweeper.workers=2"], None),
+    "median pruning, 2 workers": (["hydra.sweeper.workers=2"], None),
+    "median pruning, joblib 2 jobs": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], None),
 }
 
 
-def run(name: str, base: list[str], pruner: list[str], workers: int, threads: int | None, root: Path) -> dict:
+def run(name: str, base: list[str], overrides: list[str], threads: int | None, root: Path) -> dict:
     """One configuration in its own store; its wall time and the study's outcome."""
     store = root / name.replace(",", "").replace(" ", "_")
     study_name = store.name
-    args = [*base, *pruner, f"sweep.workers={workers}", f"tracking.dir={store}", f"sweep.study_name={study_name}"]
+    args = [*base, *overrides, f"tracking.dir={store}"]
+    args += [f"hydra.sweeper.study_name={study_name}", f"hydra.sweep.dir={store / 'multirun'}"]
     env = os.environ | (dict.fromkeys(BLAS_VARIABLES, str(threads)) if threads else {})
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "sweeps.run", *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, str(RUN), "-m", *args], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -88,18 +92,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="the configurations to run, by name (default: all)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more overrides for every configuration")
     args = parser.parse_args(argv)
-    base = [f"sweep={args.sweep}", f"sweep.n_trials={args.trials}", f"train.epochs={args.epochs}"]
+    base = [f"sweep={args.sweep}", f"hydra.sweeper.n_trials={args.trials}", f"train.epochs={args.epochs}"]
     base += [f"dataset={args.dataset}", f"model={args.model}", "train.progress=false"]
     base += [f"dataset.subset={args.subset}"] if args.dataset != "digits" else []
-    base += ["sweep.pruner.n_startup_trials=3", "sweep.pruner.n_warmup_steps=1", "sweep.sampler.n_startup_trials=4"]
+    base += ["hydra.sweeper.pruner.n_startup_trials=3", "hydra.sweeper.pruner.n_warmup_steps=1"]
+    base += ["hydra.sweeper.sampler.n_startup_trials=4"]
     base += [] if args.tracking else ["tracking=none"]
     base += args.overrides
     print(f"{os.cpu_count()} cores; every configuration: {' '.join(base)}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnlab-bench-") as tmp:
         for name in args.configs:
-            pruner, workers, threads = CONFIGS[name]
-            rows.append(run(name, base, pruner, workers, threads, Path(tmp)))
+            overrides, threads = CONFIGS[name]
+            rows.append(run(name, base, overrides, threads, Path(tmp)))
             load = os.getloadavg()[0]  # other work on the machine skews the times: say how busy it was
             print(f"{name}: {rows[-1]['seconds']:.0f} s (load average {load:.1f} at the end)", flush=True)
     print(table(rows))

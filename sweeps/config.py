@@ -1,18 +1,41 @@
-"""A sweep's settings: the ``sweep`` node of the composed config (``+sweep=<name>``, see conf/sweep/)."""
+"""A sweep's settings: the one schema of the ``nnlab_optuna`` sweeper (``hydra.sweeper.*``).
+
+A sweep config (conf/sweep/<name>.yaml, ``sweep=<name>``) selects the sweeper and fills these keys;
+``hydra.sweeper.<key>=...`` overrides one on the command line. Samplers and pruners are ``_target_``
+nodes (``hydra/sweeper/sampler=random``, ``hydra/sweeper/pruner=hyperband``) whose other keys go
+straight to the Optuna class.
+"""
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import ConfigError, require
+
+SAMPLERS = {  # option of hydra/sweeper/sampler: the Optuna class and its defaults here
+    "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": 0},
+    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": 0},
+    "grid": {"_target_": "optuna.samplers.GridSampler", "seed": 0},  # its grid: the space, given by the sweeper
+    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": 0},
+    "gp": {"_target_": "optuna.samplers.GPSampler", "seed": 0},  # needs PyTorch
+    "qmc": {"_target_": "optuna.samplers.QMCSampler", "seed": 0},
+}
+PRUNERS = {
+    "median": {"_target_": "optuna.pruners.MedianPruner"},
+    "percentile": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0},
+    "hyperband": {"_target_": "optuna.pruners.HyperbandPruner"},
+    "successive_halving": {"_target_": "optuna.pruners.SuccessiveHalvingPruner"},
+    "threshold": {"_target_": "optuna.pruners.ThresholdPruner"},
+    "none": {"_target_": "optuna.pruners.NopPruner"},
+}
 
 
 @dataclass
@@ -23,65 +46,73 @@ class HeartbeatConf:
 
 
 @dataclass
-class SweepConf:
+class SweeperConf:
+    _target_: str = "hydra_plugins.nnlab_optuna_sweeper.sweeper.NnlabOptunaSweeper"
+    _recursive_: bool = False  # the sweeper builds the sampler (the grid needs the space) and the pruner
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
     study_name: str = "nnlab"
     direction: str | None = None  # maximize | minimize; null: from train.objective
-    n_trials: int = 20  # the study's total budget, over restarts and workers
-    workers: int = 1  # worker processes on this machine
+    n_trials: int = 20  # the study's total budget, over restarts, workers and machines
     storage: str | None = None  # null: journal file <tracking.dir>/optuna/<study_name>.log; or a database URL
-    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
+    sampler: Any = MISSING
+    pruner: Any = MISSING
     params: dict[str, Any] = field(default_factory=dict)  # Hydra sweep syntax; plain values are fixed
     heartbeat: HeartbeatConf = field(default_factory=HeartbeatConf)
-    # workers > 1: run a local MLflow server for the workers instead of having them write the SQLite store
-    # directly. Not needed at a few workers (MLflow waits up to 20 s on SQLite's lock), so off by default.
+    batch: int | None = None  # trials handed to the launcher at once; null: its n_jobs (joblib), else 1
+    workers: int = 1  # > 1: this many processes here, each asking for its next trial as soon as one ends
+    # workers > 1: a local MLflow server for the workers instead of the SQLite store written directly. Not
+    # needed at a few workers (MLflow waits up to 20 s on SQLite's lock), so off by default.
     mlflow_server: bool = False
-
-    def __post_init__(self) -> None:
-        require(
-            bool(re.fullmatch(r"[\w.\-]+", self.study_name)),
-            "sweep.study_name",
-            self.study_name,
-            "letters, digits, _.-",
-        )
-        require(
-            self.direction in (None, "maximize", "minimize"), "sweep.direction", self.direction, "maximize or minimize"
-        )
-        require(self.n_trials >= 1, "sweep.n_trials", self.n_trials, ">= 1")
-        require(self.workers >= 1, "sweep.workers", self.workers, ">= 1")
-        require("name" in self.sampler, "sweep.sampler", self.sampler, "a mapping with a name")
-        require("name" in self.pruner, "sweep.pruner", self.pruner, "a mapping with a name")
-        require(self.heartbeat.interval >= 1, "sweep.heartbeat.interval", self.heartbeat.interval, ">= 1")
-        require(
-            self.heartbeat.grace_period > self.heartbeat.interval,
-            "sweep.heartbeat.grace_period",
-            self.heartbeat.grace_period,
-            "longer than sweep.heartbeat.interval",
-        )
+    worker: int = -1  # set on the worker processes: their index
+    parent_run_id: str | None = None  # set on the worker processes: the sweep's MLflow parent run
+    tracking_uri: str | None = None  # set on the worker processes: the local MLflow server, if any
 
 
 def register() -> None:
-    """``schema/sweep/default`` in Hydra's ConfigStore: the conf/sweep/ files build on it."""
-    ConfigStore.instance().store(group="schema/sweep", name="default", node=SweepConf)
+    """``hydra/sweeper=nnlab_optuna`` and its sampler and pruner options in Hydra's ConfigStore."""
+    store = ConfigStore.instance()
+    store.store(group="hydra/sweeper", name="nnlab_optuna", node=SweeperConf, provider="nnlab")
+    for name, node in SAMPLERS.items():
+        store.store(group="hydra/sweeper/sampler", name=name, node=node, provider="nnlab")
+    for name, node in PRUNERS.items():
+        store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="nnlab")
 
 
-def settings(node: Any) -> SweepConf:
-    """The validated sweep settings of ``node`` (``cfg.sweep``; None for defaults); raises ``ConfigError``.
-
-    Interpolations such as ``${train.epochs}`` are resolved against the root config first.
-    """
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
+def settings(node: Mapping[str, Any] | None = None) -> SweeperConf:
+    """The checked settings of ``node`` (the sweeper's keyword arguments) over the defaults: TPE, median pruner."""
+    given = {k: v for k, v in (node or {}).items() if k != "defaults"}
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(SweepConf), node or {})
-        return OmegaConf.to_object(merged)
-    except ConfigError:
-        raise
+        merged = OmegaConf.merge(
+            OmegaConf.structured(SweeperConf), {"sampler": SAMPLERS["tpe"], "pruner": PRUNERS["median"]}, given
+        )
+        conf = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"invalid sweep configuration: {err}") from err
+        raise ConfigError(f"invalid sweep setting: {err}. Fix the override or the sweep config (conf/sweep/).") from err
+    conf.sampler, conf.pruner = dict(conf.sampler), dict(conf.pruner)
+    check(conf)
+    return conf
 
 
-def direction(conf: SweepConf, objective: str) -> str:
+def check(conf: SweeperConf) -> None:
+    """Raise ``ConfigError`` naming the first bad setting."""
+    key = "hydra.sweeper."
+    require(
+        bool(re.fullmatch(r"[\w.\-]+", conf.study_name)), key + "study_name", conf.study_name, "letters, digits, _.-"
+    )
+    require(conf.direction in (None, "maximize", "minimize"), key + "direction", conf.direction, "maximize or minimize")
+    require(conf.n_trials >= 1, key + "n_trials", conf.n_trials, ">= 1")
+    require(conf.workers >= 1, key + "workers", conf.workers, ">= 1")
+    require(conf.batch is None or conf.batch >= 1, key + "batch", conf.batch, "null or >= 1")
+    for name in ("sampler", "pruner"):
+        node = getattr(conf, name)
+        require(isinstance(node, dict) and bool(node.get("_target_")), key + name, node, "a mapping with a _target_")
+    beat = conf.heartbeat
+    require(beat.interval >= 1, key + "heartbeat.interval", beat.interval, ">= 1")
+    allowed = f"longer than hydra.sweeper.heartbeat.interval ({beat.interval})"
+    require(beat.grace_period > beat.interval, key + "heartbeat.grace_period", beat.grace_period, allowed)
+
+
+def direction(conf: SweeperConf, objective: str) -> str:
     """The study's direction: as configured, else maximize an accuracy and minimize a loss."""
     return conf.direction or ("minimize" if objective.endswith("loss") else "maximize")
 
@@ -92,15 +123,8 @@ def report_metric(objective: str) -> str:
     return objective if split in ("train", "val") else f"val/{name}"
 
 
-def default_storage(conf: SweepConf, tracking_dir: str) -> str:
+def default_storage(conf: SweeperConf, tracking_dir: str) -> str:
     """``conf.storage``, or the journal file ``<tracking.dir>/optuna/<study_name>.log`` as an absolute path."""
     if conf.storage:
         return conf.storage
     return str(Path(tracking_dir).expanduser().resolve() / "optuna" / f"{conf.study_name}.log")
-
-
-def is_finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-register()

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.tracking import environment_tags, experiment_id, resolve_store
-from sweeps.config import SweepConf
+from sweeps.config import SweeperConf
 from sweeps.space import Space
 
 log = logging.getLogger("nnlab.sweeps")
@@ -73,11 +73,14 @@ class Parent:
                 self.experiment_id, run_name=f"sweep {study_name}", tags=tags
             ).info.run_id
 
-    def describe(self, conf: SweepConf, space: Space, storage_url: str, overrides: list[str]) -> None:
+    def describe(self, conf: SweeperConf, space: Space, storage_url: str, overrides: list[str]) -> None:
         """Params of the sweep (on creation only: MLflow params cannot change) and tags that may change."""
         if not self.resumed:
-            params = {f"sampler.{k}": v for k, v in conf.sampler.items()}
-            params |= {f"pruner.{k}": v for k, v in conf.pruner.items()}
+            params = {}
+            for kind in ("sampler", "pruner"):
+                node = dict(getattr(conf, kind))
+                params[kind] = node.pop("_target_").rsplit(".", 1)[-1]
+                params |= {f"{kind}.{k}": v for k, v in node.items()}
             params |= {f"space.{k}": d for k, d in space.distributions.items()}
             params |= {"fixed": " ".join(space.fixed), "overrides": " ".join(overrides), "study_name": conf.study_name}
             self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])

@@ -115,7 +115,7 @@ def write_report(study: optuna.Study, out: Path, runs: dict[int, Run] | None = N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--study", required=True, help="study name (sweep.study_name)")
+    parser.add_argument("--study", required=True, help="study name (hydra.sweeper.study_name)")
     parser.add_argument("--storage", help="journal file or database URL (default: <tracking-dir>/optuna/<study>.log)")
     parser.add_argument("--tracking-dir", default="mlruns", help="MLflow store directory (tracking.dir)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI instead of the store in --tracking-dir")

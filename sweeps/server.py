@@ -1,4 +1,4 @@
-"""A local MLflow tracking server for the length of a multi-worker sweep (``sweep.mlflow_server=true``).
+"""A local MLflow tracking server for the length of a multi-worker sweep (``hydra.sweeper.mlflow_server=true``).
 
 Not needed for a few workers: MLflow 3 sets SQLite's ``busy_timeout`` to 20 s, so writers on one file
 wait for each other instead of failing (4 processes x 300 metric batches at once lost nothing). With

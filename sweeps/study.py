@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.utils import get_class
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
@@ -29,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from experiments.schema import ConfigError
-from sweeps.config import HeartbeatConf, SweepConf
+from sweeps.config import PRUNERS, SAMPLERS, HeartbeatConf, SweeperConf
 from sweeps.optuna_private import BaseHeartbeat, JournalFileStorage, stale_trial_ids, storage_of, study_id, unwrap
 from sweeps.space import Space
 
@@ -54,30 +55,12 @@ def open_storage(url: str, heartbeat: HeartbeatConf | None) -> BaseStorage:
                 return RDBStorage(url, engine_kwargs=engine, **beats)
         except ImportError as err:
             raise ConfigError(
-                f"sweep.storage={url}: its driver is missing ({err}); pip install 'psycopg[binary]'"
+                f"hydra.sweeper.storage={url}: its driver is missing ({err}); pip install 'psycopg[binary]'"
             ) from err
         except SQLAlchemyError:
             if attempt == 2:
                 raise
             time.sleep(1 + random.random())  # workers creating Optuna's tables in a new database at once: one wins
-
-
-SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "gp": optuna.samplers.GPSampler,
-    "qmc": optuna.samplers.QMCSampler,
-}
-
-PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "none": optuna.pruners.NopPruner,
-}
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -87,65 +70,80 @@ class GridSampler(optuna.samplers.GridSampler):
         pass
 
 
-def sampler(options: dict[str, Any], space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler ``options`` names (``{"name": "tpe", "seed": 0, ...}``; other keys are its arguments).
+def sampler(node: dict[str, Any], space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler of ``node`` (``{"_target_": "optuna.samplers.TPESampler", "seed": 0, ...}``).
 
     ``seed_offset`` keeps workers, and restarts of a study, from drawing the same random points (except
-    for the grid, whose seed numbers its points).
+    for the grid, whose seed numbers its points: every worker and restart must share them).
     """
-    kwargs = dict(options)
-    name = kwargs.pop("name")
-    if name == "grid":  # its seed shuffles the grid, whose point numbers every worker and restart must share
+    kwargs = dict(node)
+    cls = target_class("sampler", kwargs.pop("_target_"), optuna.samplers.BaseSampler)
+    if issubclass(cls, optuna.samplers.GridSampler):
         return GridSampler(space.grid(), **(kwargs | {"seed": kwargs.get("seed") or 0}))
     if kwargs.get("seed") is not None:
         kwargs["seed"] += seed_offset
-    if name not in SAMPLERS:
-        raise ConfigError(f"sweep.sampler.name={name!r} is not allowed: one of grid, {', '.join(SAMPLERS)}.")
-    if name == "gp":
+    if issubclass(cls, optuna.samplers.GPSampler):
         try:
             import torch  # noqa: F401
         except ImportError as err:
             raise ConfigError(
-                "sweep.sampler.name=gp needs PyTorch: Optuna's GPSampler is written in torch. "
+                "hydra/sweeper/sampler=gp needs PyTorch: Optuna's GPSampler is written in torch. "
                 'pip install -e ".[gp]" (or torch), or use tpe or cmaes.'
             ) from err
-    if name == "cmaes" and not all(
+    if issubclass(cls, optuna.samplers.CmaEsSampler) and not all(
         isinstance(d, optuna.distributions.FloatDistribution | optuna.distributions.IntDistribution)
         for d in space.distributions.values()
     ):
         log.warning("CMA-ES samples only numeric dimensions; the categorical ones are sampled at random")
-    return construct("sampler", SAMPLERS, name, kwargs)
+    return construct("sampler", cls, kwargs, SAMPLERS)
 
 
-def pruner(options: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """The pruner ``options`` names (``{"name": "median", "n_startup_trials": 5, ...}``)."""
-    kwargs = dict(options)
-    name = kwargs.pop("name")
-    if name not in PRUNERS:
-        raise ConfigError(f"sweep.pruner.name={name!r} is not allowed: one of {', '.join(PRUNERS)}.")
-    return construct("pruner", PRUNERS, name, kwargs)
+def pruner(node: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """The pruner of ``node`` (``{"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, ...}``)."""
+    kwargs = dict(node)
+    cls = target_class("pruner", kwargs.pop("_target_"), optuna.pruners.BasePruner)
+    return construct("pruner", cls, kwargs, PRUNERS)
 
 
-def construct(kind: str, factories: dict[str, Callable], name: str, kwargs: dict[str, Any]) -> Any:
-    """``factories[name](**kwargs)``, leaving out with a warning the keys that only other ``kind``s take (left
-    from the sweep's config after ``sweep.pruner.name=...`` on the command line); others are errors."""
-    accepted = set(inspect.signature(factories[name]).parameters)
-    known = set().union(*(inspect.signature(f).parameters for f in factories.values()))
+def target_class(kind: str, target: str, base: type) -> type:
+    try:
+        cls = get_class(target)
+    except Exception as err:
+        cls = None
+        cause = err
+    else:
+        cause = None
+    options = ", ".join(SAMPLERS if kind == "sampler" else PRUNERS)
+    if cls is None or not issubclass(cls, base):
+        raise ConfigError(
+            f"hydra.sweeper.{kind}._target_={target!r} is not allowed: it must name an Optuna {kind} class "
+            f"(or choose hydra/sweeper/{kind}=<{options}>). Fix the override or the sweep config."
+        ) from cause
+    return cls
+
+
+def construct(kind: str, cls: type, kwargs: dict[str, Any], options: dict[str, dict]) -> Any:
+    """``cls(**kwargs)``, leaving out with a warning the keys that only the other known ``kind``s take (left
+    from the sweep's config after ``hydra/sweeper/{kind}=...`` on the command line); others are errors."""
+    accepted = set(inspect.signature(cls).parameters)
+    known = set().union(*(inspect.signature(get_class(o["_target_"])).parameters for o in options.values()))
     for key in [k for k in kwargs if k not in accepted and k in known]:
-        message = f"sweep.{kind}.{key} is ignored: the {name} {kind} does not take it"
+        message = f"hydra.sweeper.{kind}.{key} is ignored: {cls.__name__} does not take it"
         if message not in WARNED:
             log.warning(message)
             WARNED.add(message)
         kwargs.pop(key)
     try:
-        return factories[name](**kwargs)
+        return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"sweep.{kind} ({name}): {err}") from err
+        raise ConfigError(
+            f"hydra.sweeper.{kind} ({cls.__name__}): {err}. Fix the override or the sweep config."
+        ) from err
 
 
-def budget(conf: SweepConf, space: Space) -> int:
+def budget(conf: SweeperConf, space: Space) -> int:
     """``n_trials``, or fewer when the grid sampler's grid is smaller."""
-    if conf.sampler["name"] != "grid":
+    if not issubclass(get_class(conf.sampler["_target_"]), optuna.samplers.GridSampler):
         return conf.n_trials
     size = 1
     for values in space.grid().values():
@@ -153,15 +151,15 @@ def budget(conf: SweepConf, space: Space) -> int:
     return min(conf.n_trials, size)
 
 
-def open_study(conf: SweepConf, storage: BaseStorage, space: Space, direction: str, worker: int = 0) -> optuna.Study:
+def open_study(conf: SweeperConf, storage: BaseStorage, space: Space, direction: str, worker: int = 0) -> optuna.Study:
     """Create the study, or load it to resume; the sampler's seed is offset by worker and trials so far."""
     study = optuna.create_study(storage=storage, study_name=conf.study_name, direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise ConfigError(
             f"study {conf.study_name} exists with direction {study.direction.name.lower()}, not {direction}: "
-            "choose another sweep.study_name."
+            "choose another hydra.sweeper.study_name."
         )
-    offset = 1000 * worker + len(study.get_trials(deepcopy=False))
+    offset = 1000 * max(worker, 0) + len(study.get_trials(deepcopy=False))
     study.sampler = sampler(conf.sampler, space, offset)
     study.pruner = pruner(conf.pruner)
     return study

@@ -1,8 +1,7 @@
 """One trial: ``train(cfg)`` reporting to the study's pruner every epoch, and its outcome told to the study.
 
-``run`` is shared by the driver (``sweeps.run``, the trial in hand) and by multirun jobs of the
-``nnlab_optuna`` sweeper (``run_job``, the task its launcher runs: the trial named by
-``cfg.sweep_trial``, rebuilt from storage).
+``run_job`` is the task the ``nnlab_optuna`` sweeper's launcher runs for each job: the trial named by
+``cfg.sweep_trial``, rebuilt from storage, in whatever process the launcher gives it.
 """
 
 from __future__ import annotations
@@ -10,6 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import socket
 from typing import Any
 
 import optuna
@@ -54,6 +55,7 @@ def run(
     from experiments.train import train
 
     study_name = trial.study.study_name
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     with open_dict(cfg):
         cfg.tracking.tags["nnlab.study"] = study_name
         cfg.tracking.tags["nnlab.trial"] = str(trial.number)
@@ -86,7 +88,7 @@ def load_study(name: str, url: str) -> optuna.Study:
     from sweeps.study import open_storage, pruner
 
     study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=None))
-    study.pruner = pruner(study.user_attrs.get(PRUNER_ATTR, {"name": "none"}))
+    study.pruner = pruner(study.user_attrs.get(PRUNER_ATTR, {"_target_": "optuna.pruners.NopPruner"}))
     return study
 
 

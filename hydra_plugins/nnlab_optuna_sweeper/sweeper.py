@@ -1,10 +1,16 @@
-"""The ``nnlab_optuna`` sweeper: ``python experiments/run.py -m hydra/sweeper=nnlab_optuna +sweep=lr_momentum_l2``.
+"""The ``nnlab_optuna`` sweeper: ``python experiments/run.py -m sweep=digits_smoke`` (the sweep config selects it).
 
-It owns the study as ``python -m sweeps.run`` does (same space, storage, budget, pruner, MLflow parent
-run) but launches each trial as a Hydra job through the configured launcher. Jobs learn which trial
-they are from ``sweep_trial.{study,storage,number}``: the launcher runs ``sweeps.trial.run_job`` in
-place of the app's task, so that ``train`` reports to the trial's pruner through a callback, in-process
-or not; the sweeper tells the outcome.
+It owns the Optuna study (space, storage, budget, sampler, pruner, heartbeats, retries) and the sweep's
+MLflow parent run, and hands each batch of trials to Hydra's launcher as jobs: the basic launcher runs
+them one after another in this process, ``hydra/launcher=joblib`` in parallel processes,
+``hydra/launcher=submitit_local`` / ``submitit_slurm`` as cluster jobs. A job learns which trial it is
+from ``sweep_trial.{study,storage,number}``; the launcher runs ``sweeps.trial.run_job`` in place of the
+app's task, so ``train`` reports to the trial's pruner through a callback, in-process or not.
+
+A launcher runs a batch to its end before the next starts, so a pruned trial's slot idles until then.
+``hydra.sweeper.workers=N`` instead starts N processes of this same command, each running trials one
+after another from the shared study: a slot is refilled as soon as its trial ends. More machines join
+by running the same command against the same database (``hydra.sweeper.storage=postgresql://...``).
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
@@ -25,19 +32,16 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("nnlab.sweeps")
 
-
-def is_sweep_setting(argument: str) -> bool:
-    """``+sweep=<name>`` and ``sweep.<key>=...`` set the sweep; they are not passed on to the jobs."""
-    key = OverridesParser.create().parse_override(argument).get_key_element().lstrip("+~")
-    return key == "sweep" or key.startswith("sweep.")
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
 class NnlabOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        self.settings = {k: v for k, v in settings.items() if v is not None}
+        from sweeps import config
+
+        self.conf = config.settings(settings)
         self.config: DictConfig | None = None
         self.launcher = None
-        self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from sweeps.trial import run_job  # each job trains as its trial, reporting to the trial's pruner
@@ -48,77 +52,162 @@ class NnlabOptunaSweeper(Sweeper):
         )
 
     def batch_size(self) -> int:
-        """Trials launched together: the launcher's ``n_jobs`` (joblib), else one."""
+        """Trials launched together: ``hydra.sweeper.batch``, else the launcher's ``n_jobs`` (joblib), else one."""
+        if self.conf.batch:
+            return self.conf.batch
         n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1)
         return len(os.sched_getaffinity(0)) if n_jobs is None or n_jobs < 1 else int(n_jobs)
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        from experiments.schema import ConfigError
         from experiments.tracking import flatten
-        from sweeps.config import default_storage, direction, settings
-        from sweeps.optuna_private import storage_of, trial_id
+        from sweeps.config import default_storage, direction
+        from sweeps.optuna_private import storage_of
         from sweeps.parent import Parent
-        from sweeps.space import parse, to_text
-        from sweeps.study import Heartbeat, ask, budget, budget_lock, open_storage, open_study, retry, running
-        from sweeps.trial import PRUNER_ATTR, conclude
+        from sweeps.space import parse
+        from sweeps.study import budget, budget_lock, open_storage, open_study, remaining
+        from sweeps.trial import PRUNER_ATTR
 
-        cfg = self.config
-        node = OmegaConf.to_container(cfg.sweep, resolve=True) if cfg.get("sweep") else {}
-        conf = settings(OmegaConf.merge(node, self.settings))
-        training = [a for a in arguments if not is_sweep_setting(a)]
-        space, rest = parse(flatten(conf.params), training)
+        cfg, conf = self.config, self.conf
+        space, rest = parse(flatten(conf.params), arguments)
+        if not space.distributions:
+            raise ConfigError(
+                "the sweep has no search dimension: choose sweep=<name> (conf/sweep/) or give key=interval(...) "
+                "or key=choice(...) on the command line"
+            )
         url = default_storage(conf, cfg.tracking.dir)
         n_trials = budget(conf, space)
-        study = open_study(conf, open_storage(url, conf.heartbeat), space, direction(conf, cfg.train.objective))
+        study = open_study(
+            conf, open_storage(url, conf.heartbeat), space, direction(conf, cfg.train.objective), conf.worker
+        )
+        tracking = OmegaConf.merge(cfg.tracking, {"uri": conf.tracking_uri} if conf.tracking_uri else {})
+        if conf.worker >= 0:  # one of the processes that `workers > 1` started: the driver owns the parent run
+            parent = Parent(tracking, conf.study_name, conf.parent_run_id) if conf.parent_run_id else None
+            return self.run_trials(study, space, rest, url, n_trials, parent, batch=1)
         study.set_user_attr(PRUNER_ATTR, conf.pruner)
         with budget_lock(storage_of(study), conf.study_name):  # one parent run, however many sweepers start at once
-            parent = Parent(cfg.tracking, conf.study_name) if cfg.tracking.enabled else None
+            parent = Parent(tracking, conf.study_name) if cfg.tracking.enabled else None
         if parent is not None:
             parent.describe(conf, space, url, rest)
-        batch = self.batch_size()
-        if batch > 1:  # joblib's worker processes start after this: divide the BLAS threads between them
-            threads = str(max(1, len(os.sched_getaffinity(0)) // batch))
-            os.environ.update({v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
-        log.info("Optuna study %s in %s: %d trials, %d at a time", conf.study_name, url, n_trials, batch)
+        done = len(study.get_trials(deepcopy=False))
+        log.info("Optuna study %s in %s: %d of %d trials so far", conf.study_name, url, done, n_trials)
         returns: list[JobReturn] = []
         finished = False
         try:
-            while True:
-                trials = ask(study, n_trials, conf.heartbeat, parent and parent.fail_child, count=batch)
-                if not trials:
-                    if not running(study):
-                        break
-                    time.sleep(conf.heartbeat.interval)
-                    continue
-                jobs = []
-                for trial in trials:
-                    params = space.suggest(trial)
-                    spec = {"study": conf.study_name, "storage": url, "number": trial.number}
-                    job = rest + space.overrides(params) + [f"sweep_trial.{k}={to_text(v)}" for k, v in spec.items()]
-                    jobs.append(job + ([f"tracking.parent_run_id={parent.run_id}"] if parent else []))
-                with contextlib.ExitStack() as beats:
-                    for trial in trials:
-                        beats.enter_context(Heartbeat(storage_of(study), trial_id(trial)))
-                    try:
-                        results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
-                    except KeyboardInterrupt:
-                        for trial in trials:  # failed and queued again: a rerun resumes with them
-                            conclude(study, trial, error=KeyboardInterrupt("interrupted; queued again"))
-                            retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
-                        raise
-                self.job_idx += len(jobs)
-                for trial, result in zip(trials, results):
-                    try:
-                        value = result.return_value  # Hydra's public accessor re-raises a failed job's exception
-                    except BaseException as err:  # every failed job is concluded, as before
-                        conclude(study, trial, error=err)
-                    else:
-                        conclude(study, trial, value)
-                returns.extend(results)
-            finished = True
+            if conf.workers > 1:
+                self.run_workers(parent)
+            else:
+                returns = self.run_trials(study, space, rest, url, n_trials, parent, self.batch_size())
+            finished = remaining(study, n_trials) == 0
         finally:
             if parent is not None:
                 parent.summarize(study, cfg.train.objective)
                 parent.close(finished)
-        if any(t.value is not None for t in study.get_trials(deepcopy=False)):
-            log.info("best: trial %d, value %.4f, %s", study.best_trial.number, study.best_value, study.best_params)
+        summary(study, cfg.train.objective)
+        where = f"--tracking-uri {tracking.uri}" if tracking.uri else f"--tracking-dir {Path(tracking.dir).resolve()}"
+        log.info(
+            "report: python -m sweeps.report --study %s --storage %s %s --experiment %s",
+            conf.study_name, url, where, tracking.experiment,
+        )  # fmt: skip
         return returns
+
+    def run_trials(self, study, space, rest, url, n_trials, parent, batch) -> list[JobReturn]:
+        """Ask for ``batch`` trials at a time and launch them until the budget is used.
+
+        When the budget is used but trials of other processes still run, it waits: one of them may have
+        died, and its trial is then failed after the grace period and queued again.
+        """
+        from sweeps.optuna_private import storage_of, trial_id
+        from sweeps.space import to_text
+        from sweeps.study import Heartbeat, ask, retry, running
+        from sweeps.trial import conclude
+
+        conf = self.conf
+        if batch > 1:  # the launcher's worker processes start after this: divide the BLAS threads between them
+            threads = str(max(1, len(os.sched_getaffinity(0)) // batch))
+            os.environ.update(dict.fromkeys(BLAS_VARIABLES, threads))
+        log.info("%d trial(s) at a time through %s", batch, type(self.launcher).__name__)
+        returns: list[JobReturn] = []
+        while True:
+            trials = ask(study, n_trials, conf.heartbeat, parent and parent.fail_child, count=batch)
+            if not trials:
+                others = running(study)
+                if not others:
+                    return returns
+                log.info("budget used; waiting for trials %s of other processes", others)
+                time.sleep(min(conf.heartbeat.interval, 2))
+                continue
+            jobs = []
+            for trial in trials:
+                params = space.suggest(trial)
+                spec = {"study": conf.study_name, "storage": url, "number": trial.number}
+                job = rest + space.overrides(params) + [f"sweep_trial.{k}={to_text(v)}" for k, v in spec.items()]
+                job += [f"tracking.parent_run_id={parent.run_id}"] if parent else []
+                job += [f"tracking.uri={conf.tracking_uri}"] if conf.tracking_uri else []
+                jobs.append(job + [f"hydra.sweep.subdir={trial.number}"])  # the job's folder: its trial number
+                log.info("trial %d: %s", trial.number, " ".join(space.overrides(params)))
+            with contextlib.ExitStack() as beats:
+                for trial in trials:
+                    beats.enter_context(Heartbeat(storage_of(study), trial_id(trial)))
+                try:
+                    results = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+                except KeyboardInterrupt:
+                    for trial in trials:  # failed and queued again: a rerun resumes with them
+                        conclude(study, trial, error=KeyboardInterrupt("interrupted; queued again"))
+                        retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
+                    raise
+            for trial, result in zip(trials, results):
+                try:
+                    value = result.return_value  # Hydra's public accessor re-raises a failed job's exception
+                except BaseException as err:  # every failed job is concluded, as before
+                    conclude(study, trial, error=err)
+                else:
+                    conclude(study, trial, value)
+            returns.extend(results)
+
+    def run_workers(self, parent) -> None:
+        """``workers`` processes of this command, each running trials one after another, with cores // workers
+        BLAS threads each; with ``mlflow_server``, they log through a local MLflow server."""
+        from sweeps.server import local_server
+
+        conf, cfg = self.conf, self.config
+        threads = str(max(1, len(os.sched_getaffinity(0)) // conf.workers))
+        env = os.environ | dict.fromkeys(BLAS_VARIABLES, threads)
+        arguments = [*cfg.hydra.overrides.hydra, *cfg.hydra.overrides.task]
+        server = conf.mlflow_server and parent is not None and not cfg.tracking.uri
+        root = Path(cfg.tracking.dir).expanduser().resolve()
+        context = (
+            local_server(parent.uri, (root / "artifacts").as_uri(), root / "optuna")
+            if server
+            else contextlib.nullcontext(None)
+        )
+        log.info("%d workers with %s BLAS thread(s) each", conf.workers, threads)
+        with context as server:
+            processes = []
+            for index in range(conf.workers):
+                command = [sys.executable, "-m", "experiments.run", "-m", *arguments, f"hydra.sweeper.worker={index}"]
+                command += [f"hydra.sweeper.parent_run_id={parent.run_id}"] if parent else []
+                command += [f"hydra.sweeper.tracking_uri={server.uri}"] if server else []
+                processes.append(subprocess.Popen(command, env=env, cwd=os.getcwd()))
+            try:
+                if server is not None:
+                    server.wait_ready()  # while the workers start
+                codes = [p.wait() for p in processes]
+            except KeyboardInterrupt:
+                codes = [p.wait() for p in processes]  # they got the Ctrl-C too
+                raise
+            except RuntimeError:  # the server did not start
+                for p in processes:
+                    p.terminate()
+                raise
+        if any(codes):
+            log.error("worker exit codes: %s", codes)
+
+
+def summary(study, objective: str) -> None:
+    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    log.info("study %s: %d trials (%s)", study.study_name, len(states), counts)
+    if "complete" in states:
+        best = study.best_trial
+        log.info("best: trial %d, %s = %.4f, %s", best.number, objective, best.value, best.params)

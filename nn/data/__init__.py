@@ -7,11 +7,12 @@ and test :class:`Split` parts. Every data problem raises :class:`DataError`.
 from .csv import read_mnist_csv
 from .datasets import Dataset, Split, default_data_root, load_dataset
 from .download import download
-from .idx import DataError, load_idx_pair, read_idx
+from .idx import DataError, DataOptionError, load_idx_pair, read_idx
 from .splits import stratified_split
 
 __all__ = [
     "DataError",
+    "DataOptionError",
     "Dataset",
     "Split",
     "default_data_root",

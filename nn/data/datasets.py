@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from nn.checks import in_range, is_integer
+
 from . import download as download_module
 from .csv import read_mnist_csv
 from .download import IDX_FILES
-from .idx import IMAGE_SIDE, NUM_CLASSES, DataError, load_idx_pair
+from .idx import IMAGE_SIDE, NUM_CLASSES, DataError, DataOptionError, load_idx_pair
 from .splits import stratified_split, stratified_subset
 
 __all__ = ["DATASET_NAMES", "Dataset", "Split", "default_data_root", "load_dataset"]
@@ -298,27 +299,39 @@ def _standardize(parts: dict[str, Split | None]) -> None:
 
 
 def _validate_options(
-    name: str, split: str, val_fraction: float, subset: int | None, dtype: npt.DTypeLike
+    name: str,
+    split: str,
+    val_fraction: float,
+    subset: int | None,
+    dtype: npt.DTypeLike,
+    train_csv: str | Path | None,
+    test_csv: str | Path | None,
 ) -> tuple[str, np.dtype]:
-    if name not in DATASET_NAMES:
-        raise DataError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}.")
-    if split not in SPLIT_ALIASES:
-        raise DataError(
-            f"Unknown split {split!r}; choose 'holdout' (official test set kept "
-            "apart, val carved from train) or '80/10/10' (alias 'r0': the official "
-            "train set alone split 80/10/10)."
-        )
-    if not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}.")
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset < 1):
-        raise DataError(f"subset must be a positive integer or None, got {subset!r}.")
+    """Check every option before any file is read; raises ``DataOptionError`` naming the option."""
+    check(name in DATASET_NAMES, "name", name, f"one of {', '.join(DATASET_NAMES)}")
+    check(
+        split in SPLIT_ALIASES,
+        "split",
+        split,
+        "'holdout' (official test set kept apart, val carved from train) or '80/10/10' "
+        "(alias 'r0': the official train set alone split 80/10/10)",
+    )
+    check(in_range(val_fraction, 0, 1, low_open=True, high_open=True), "val_fraction", val_fraction, "in (0, 1)")
+    check(subset is None or (is_integer(subset) and subset >= 1), "subset", subset, "null or a positive integer")
+    check(name != "csv" or bool(train_csv), "train_csv", train_csv, "the path of a labelled CSV file when name is csv")
+    for key, value in (("train_csv", train_csv), ("test_csv", test_csv)):
+        check(name == "csv" or value is None, key, value, f"null unless name is csv (it is {name!r})")
     try:
         np_dtype = np.dtype(dtype)
-    except TypeError as error:
-        raise DataError(f"dtype {dtype!r} is not a NumPy dtype.") from error
-    if np_dtype.kind != "f":
-        raise DataError(f"dtype must be a floating dtype, got {np_dtype}.")
+    except TypeError:
+        np_dtype = np.dtype(object)
+    check(np_dtype.kind == "f", "dtype", dtype, "a floating NumPy dtype (float32 or float64)")
     return SPLIT_ALIASES[split], np_dtype
+
+
+def check(ok: bool, name: str, value, allowed: str) -> None:
+    if not ok:
+        raise DataOptionError(name, value, allowed)
 
 
 def load_dataset(
@@ -387,9 +400,7 @@ def load_dataset(
         For invalid options, missing files that cannot be downloaded (naming
         the files and the folder to put them in), or malformed files.
     """
-    split, np_dtype = _validate_options(name, split, val_fraction, subset, dtype)
-    if name != "csv" and (train_csv is not None or test_csv is not None):
-        raise DataError(f"train_csv and test_csv only apply to name='csv', not {name!r}.")
+    split, np_dtype = _validate_options(name, split, val_fraction, subset, dtype, train_csv, test_csv)
     root = Path(root).expanduser() if root else default_data_root()
     if name == "digits":
         raw = _read_digits()

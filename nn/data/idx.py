@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nn.checks import ArgumentError
+
 __all__ = ["IMAGE_SIDE", "NUM_CLASSES", "DataError", "load_idx_pair", "read_idx"]
 
 IMAGE_SIDE = 28
@@ -29,6 +31,10 @@ class DataError(ValueError):
 
     The message is one paragraph naming the file, the problem and the fix.
     """
+
+
+class DataOptionError(DataError, ArgumentError):
+    """An invalid option of ``load_dataset``: ``name`` is the option (also the ``dataset.<name>`` config key)."""
 
 
 def _read_bytes(path: Path) -> bytes:

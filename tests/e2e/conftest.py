@@ -31,10 +31,10 @@ CONF = REPO / "conf"
 
 SWEEP = "lr_momentum_l2"  # conf/sweep/lr_momentum_l2.yaml, cut down to two short trials on digits
 SWEEP_COMMAND = [
+    str(REPO / "experiments" / "run.py"),
     "-m",
-    "sweeps.run",
     f"sweep={SWEEP}",
-    "sweep.n_trials=2",
+    "hydra.sweeper.n_trials=2",
     "dataset=digits",
     "model=mlp128",
     "train.epochs=3",
@@ -217,8 +217,13 @@ def empty_store(tmp_path_factory) -> SweepStore:
 
 @pytest.fixture(scope="session")
 def sweep_store(empty_store, artifacts_dir) -> SweepStore:
-    """``python -m sweeps.run`` with two 3-epoch trials on digits into ``empty_store``."""
-    command = [sys.executable, *SWEEP_COMMAND, f"tracking.dir={empty_store.dir}"]
+    """``python experiments/run.py -m sweep=lr_momentum_l2`` with two 3-epoch trials on digits into ``empty_store``."""
+    command = [
+        sys.executable,
+        *SWEEP_COMMAND,
+        f"tracking.dir={empty_store.dir}",
+        f"hydra.sweep.dir={empty_store.dir}/multirun",
+    ]
     log_path = artifacts_dir / "sweep.log"
     with open(log_path, "wb") as out:
         result = subprocess.run(

@@ -1,6 +1,7 @@
 """The MLflow UI as a person sees it: headless Chromium, driven by Playwright, over a real ``mlflow ui``.
 
-The store holds a small sweep (``python -m sweeps.run``: a parent run and two 3-epoch trials on digits).
+The store holds a small sweep (``python experiments/run.py -m sweep=...``: a parent run and two 3-epoch
+trials on digits).
 The server is started with the README's command on a free port; the browser opens the experiment, sees
 the runs with their metrics, opens a trial, its per-epoch charts, its confusion-matrix and weights
 artifacts and its logged model. Assertions are on visible text; screenshots are kept as test artifacts.

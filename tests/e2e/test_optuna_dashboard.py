@@ -1,6 +1,6 @@
 """optuna-dashboard over the Optuna journal file a sweep driver wrote, checked through its JSON API.
 
-The study is the one ``python -m sweeps.run`` leaves in ``<tracking.dir>/optuna/<study>.log`` (the
+The study is the one ``python experiments/run.py -m sweep=...`` leaves in ``<tracking.dir>/optuna/<study>.log`` (the
 session's small sweep); the dashboard is started with the README's command and must list the study,
 its trials with their parameters, values and MLflow run ids, and show a new trial while it runs.
 """
@@ -74,7 +74,7 @@ def test_dashboard_lists_the_sweeps_study_and_trials(dashboard):
         assert shown["values"] == [trial.value]
         params = {p["name"]: p["param_internal_value"] for p in shown["params"]}
         assert params == trial.params
-        assert set(params) == {"optimizer.lr", "optimizer.momentum", "regularization.l2"}
+        assert set(params) == {"optimizer.lr", "optimizer.momentum", "optimizer.weight_decay"}
         attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
         run = client.get_run(attrs["mlflow_run_id"])  # each trial points at its MLflow run
         assert run.data.metrics["val/acc"] == pytest.approx(trial.value)

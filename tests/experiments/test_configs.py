@@ -8,18 +8,24 @@ import os
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import get_class
 from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
-from experiments.schema import ConfigError, validate
+from experiments import build
+from experiments.schema import ConfigError
 from experiments.train import train
 from nn.data import DataError, datasets
 from nn.data.download import IDX_FILES
+from sweeps.study import open_storage
+from tests.sweeps.conftest import multirun
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("dataset", "model", "optimizer", "schedule", "regularization", "clipping", "tracking", "experiment")
+GROUPS = ("dataset", "model", "optimizer", "schedule", "clipping", "augment", "tracking", "experiment", "sweep")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 IDX_DATASETS = ("mnist", "fashion_mnist")  # need files this machine may not have: composed here, trained below
 
@@ -44,6 +50,19 @@ def test_option_list_covers_every_group_of_the_defaults_list():
     assert ("dataset", "digits") in OPTIONS and ("schedule", "warmup_cosine") in OPTIONS
 
 
+def test_help_lists_only_the_groups_a_user_chooses_from():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(CONF.parent / "experiments" / "run.py"), "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    groups = {line.split(":")[0] for line in listed.splitlines() if ": " in line}
+    assert groups == set(GROUPS) and "schema" not in done.stdout
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_option_composes_and_trains_one_epoch(
     group, option, compose, tmp_path, mlflow_store, experiment_name
@@ -64,12 +83,28 @@ def test_every_config_option_composes_and_trains_one_epoch(
         # 2 warm-up epochs then cosine over the rest: the shortest run it allows is 3 epochs.
         overrides += ["train.epochs=3", "train.divergence.check_after=4"]
 
+    if group == "sweep":  # one trial of the sweep, on digits: the command line wins over the sweep's fixed keys
+        overrides += ["model=mlp128", "hydra.sweeper.n_trials=1", f"hydra.sweeper.study_name={experiment_name}"]
+        assert multirun(f"sweep={option}", *overrides[1:]) == 0
+        journal = str(mlflow_store.dir / "optuna" / f"{experiment_name}.log")
+        study = optuna.load_study(study_name=experiment_name, storage=open_storage(journal, heartbeat=None))
+        (trial,) = study.trials
+        assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial.user_attrs
+        runs = mlflow_store.runs(experiment_name)
+        statuses = {"nnlab.sweep" in r.data.tags: r.info.status for r in runs}  # the sweep's parent and its trial
+        assert len(runs) == 2 and statuses[True] == "FINISHED"
+        assert statuses[False] == {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}[trial.state]
+        return
     cfg = compose(*overrides)
-    checked = validate(cfg)
+    parts = build.parts(cfg)  # every group's object, built and checked
     if group == "dataset":
-        assert checked.dataset.name == option
+        assert cfg.dataset.name == option
     elif group in ("optimizer", "schedule", "clipping"):
-        assert OmegaConf.select(cfg, f"{group}._target_").startswith("nn.")
+        built = {"optimizer": parts.optimizer, "schedule": parts.schedule, "clipping": parts.clipper}[group]
+        assert type(built) is get_class(cfg[group]._target_)
+    elif group == "augment":
+        augmenter = parts.make_augmenter(image_shape=[8, 8])
+        assert augmenter.elastic_alpha == cfg.augment.elastic_alpha and augmenter.rotation == 10.0
     if group == "dataset" and option in IDX_DATASETS:
         return  # compose only; see test_mnist_subset_trains_when_data_is_present / the fashion_mnist tests
 
@@ -79,7 +114,7 @@ def test_every_config_option_composes_and_trains_one_epoch(
         run = mlflow_store.only_run(experiment_name)
         assert run.info.status == "FINISHED"
         assert {"train/loss", "val/acc", "val/best_acc"} <= set(run.data.metrics)
-        assert [entry.dataset.name for entry in run.inputs.dataset_inputs] == [checked.dataset.name]
+        assert [entry.dataset.name for entry in run.inputs.dataset_inputs] == [cfg.dataset.name]
     else:
         assert mlflow_store.runs(experiment_name) == []
 
@@ -94,8 +129,8 @@ RECIPES = {
         "optimizer.lr": 0.1,
         "optimizer.momentum": 0.0,
         "schedule._target_": "nn.Constant",
-        "regularization.l2": 0.0,
-        "regularization.dropout": 0.0,
+        "optimizer.weight_decay": 0.0,
+        "model.dropout": 0.0,
         "clipping._target_": "nn.NoClip",
         "dataset.split": "80/10/10",
         "train.epochs": 10,
@@ -112,9 +147,9 @@ RECIPES = {
         "schedule._target_": "nn.MultiStepDecay",
         "schedule.milestones": [30, 50, 65],
         "schedule.gamma": 0.1,
-        "regularization.l2": 1e-4,
-        "regularization.decay_bias": True,
-        "regularization.dropout": 0.0,
+        "optimizer.weight_decay": 1e-4,
+        "optimizer.decay_bias": True,
+        "model.dropout": 0.0,
         "clipping._target_": "nn.ClipByValue",
         "clipping.value": 5.0,
         "train.epochs": 80,
@@ -127,7 +162,7 @@ RECIPES = {
         "optimizer.lr": 0.1,
         "optimizer.momentum": 0.0,
         "schedule._target_": "nn.Constant",
-        "regularization.l2": 0.0,
+        "optimizer.weight_decay": 0.0,
         "train.epochs": 600,
         "train.batch_size": None,
     },
@@ -138,8 +173,8 @@ RECIPES = {
         "optimizer.lr": 0.1,
         "optimizer.momentum": 0.0,
         "schedule._target_": "nn.Constant",
-        "regularization.l2": 0.0,
-        "regularization.dropout": 0.0,
+        "optimizer.weight_decay": 0.0,
+        "model.dropout": 0.0,
         "train.epochs": 50,
         "train.batch_size": 128,
     },
@@ -150,7 +185,7 @@ RECIPES = {
         "optimizer.lr": 0.1,
         "optimizer.momentum": 0.0,
         "schedule._target_": "nn.Constant",
-        "regularization.l2": 0.0,
+        "optimizer.weight_decay": 0.0,
         "train.epochs": 500,
         "train.batch_size": None,
     },
@@ -161,9 +196,10 @@ RECIPES = {
         "optimizer.lr": 0.05,
         "schedule._target_": "nn.CosineAnnealing",
         "schedule.T_max": 30,
-        "regularization.dropout": 0.5,
-        "regularization.input_dropout": 0.2,
-        "regularization.augment": None,
+        "model.dropout": 0.5,
+        "model.input_dropout": 0.2,
+        "optimizer.weight_decay": 1e-4,
+        "augment": None,
         "train.epochs": 30,
     },
     "best_mlp_augmented": {
@@ -171,8 +207,10 @@ RECIPES = {
         "optimizer.nesterov": True,
         "optimizer.lr": 0.05,
         "schedule._target_": "nn.CosineAnnealing",
-        "regularization.dropout": 0.3,
-        "regularization.augment._target_": "nn.Augmenter",
+        "model.dropout": 0.3,
+        "optimizer.weight_decay": 1e-4,
+        "augment._target_": "nn.Augmenter",
+        "augment.elastic_alpha": 1.4,
         "train.epochs": 40,
     },
     "best_single_hidden": {
@@ -180,8 +218,9 @@ RECIPES = {
         "optimizer.nesterov": True,
         "optimizer.lr": 0.05,
         "schedule._target_": "nn.CosineAnnealing",
-        "regularization.dropout": 0.5,
-        "regularization.input_dropout": 0.2,
+        "model.dropout": 0.5,
+        "model.input_dropout": 0.2,
+        "optimizer.weight_decay": 1e-4,
         "train.epochs": 30,
     },
 }
@@ -192,7 +231,7 @@ PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 def test_every_preset_composes_and_matches_its_recipe(preset, compose):
     assert preset in RECIPES, f"conf/experiment/{preset}.yaml has no expected values in RECIPES: add its recipe"
     cfg = compose(f"experiment={preset}")
-    validate(cfg)
+    build.parts(cfg)
     values = OmegaConf.to_container(cfg, resolve=True)
     got = {key: dotted(values, key) for key in RECIPES[preset]}
     assert got == RECIPES[preset]
@@ -220,15 +259,15 @@ def test_command_line_overrides_beat_the_preset(compose):
 
 
 def test_warmup_cosine_gives_the_cosine_the_epochs_after_warm_up(compose):
-    checked = validate(compose("schedule=warmup_cosine"))
-    assert checked.schedule.epochs == 2
-    assert checked.schedule.after.T_max == 18 and isinstance(checked.schedule.after.T_max, int)
-    assert validate(compose("schedule=warmup_cosine", "train.epochs=30")).schedule.after.T_max == 28
+    schedule = build.parts(compose("schedule=warmup_cosine")).schedule
+    assert schedule.epochs == 2
+    assert schedule.after.T_max == 18 and isinstance(schedule.after.T_max, int)
+    assert build.parts(compose("schedule=warmup_cosine", "train.epochs=30")).schedule.after.T_max == 28
 
 
 def test_warmup_cosine_with_no_epochs_left_for_the_cosine_is_rejected(compose):
-    with pytest.raises(ConfigError, match="T_max"):
-        validate(compose("schedule=warmup_cosine", "train.epochs=2"))
+    with pytest.raises(ConfigError, match=r"schedule\.after\.T_max=0 is not allowed"):
+        build.parts(compose("schedule=warmup_cosine", "train.epochs=2"))
 
 
 # ---------------------------------------------------------------------------- data sets that need files
@@ -279,15 +318,15 @@ def test_fashion_mnist_download_failure_is_reported_with_the_files(compose, tmp_
 
 # ---------------------------------------------------------------------------- bad configurations
 def test_constructor_errors_become_config_errors_before_tracking(compose, mlflow_store, experiment_name):
-    # The schema leaves elastic_sigma to nn.Augmenter, whose ValueError Hydra wraps in InstantiationException.
+    # nn.Augmenter checks elastic_sigma; Hydra wraps its ArgumentError in InstantiationException.
     cfg = compose(
         "dataset=digits",
-        "regularization=augment",
-        "regularization.augment.elastic_sigma=-1",
+        "augment=elastic",
+        "augment.elastic_sigma=-1",
         *ONE_EPOCH,
         *mlflow_store.overrides(experiment_name),
     )
-    with pytest.raises(ConfigError, match=r"regularization\.augment: elastic_sigma"):
+    with pytest.raises(ConfigError, match=r"augment\.elastic_sigma=-1 is not allowed"):
         train(cfg)
     assert mlflow_store.client.get_experiment_by_name(experiment_name) is None
 
@@ -297,10 +336,11 @@ def test_constructor_errors_become_config_errors_before_tracking(compose, mlflow
     [
         (["optimizer=foo"], MissingConfigException, "Could not find 'optimizer/foo'"),
         (["dataset.foo=1"], ConfigCompositionException, "dataset.foo"),
-        (["optimizer.lr=abc"], ConfigCompositionException, "optimizer.lr=abc"),
+        (["optimizer.lrr=1"], ConfigCompositionException, "optimizer.lrr"),
+        (["model.hidden=abc"], ConfigCompositionException, "model.hidden=abc"),
         (["train.batch_size=many"], ConfigCompositionException, "train.batch_size=many"),
     ],
-    ids=["unknown-group-option", "unknown-key", "wrong-type-lr", "wrong-type-batch-size"],
+    ids=["unknown-group-option", "unknown-key", "unknown-optimizer-key", "wrong-type-hidden", "wrong-type-batch-size"],
 )
 def test_bad_keys_and_types_fail_while_composing(overrides, error, match, compose):
     with pytest.raises(error, match=match):
@@ -309,9 +349,14 @@ def test_bad_keys_and_types_fail_while_composing(overrides, error, match, compos
 
 def test_wrong_type_error_says_what_was_expected(compose):
     with pytest.raises(ConfigCompositionException) as caught:
-        compose("optimizer.lr=abc")
+        compose("train.epochs=abc")
     cause = str(caught.value.__cause__)
-    assert "could not be converted to Float" in cause and "optimizer.lr" in cause
+    assert "could not be converted to Integer" in cause and "train.epochs" in cause
+
+
+def test_a_key_the_target_does_not_take_names_the_group_and_the_target(compose):
+    with pytest.raises(ConfigError, match=r"optimizer \(nn.SGD\): .*unexpected keyword argument 'lrr'"):
+        build.parts(compose("+optimizer.lrr=1"))
 
 
 @pytest.mark.parametrize(
@@ -319,7 +364,7 @@ def test_wrong_type_error_says_what_was_expected(compose):
     [
         (["optimizer.lr=-1"], "optimizer.lr"),
         (["schedule=multistep", "schedule.milestones=[50,30,65]"], "schedule.milestones"),
-        (["regularization.dropout=1.5"], "regularization.dropout"),
+        (["model.dropout=1.5"], "model.dropout"),
         (["optimizer=adam", "optimizer.betas=[0.9,1.5]"], "optimizer.betas"),
         (["optimizer=adam", "optimizer.betas=[0.9]"], "optimizer.betas"),
         (["tracking.checkpoints.policy=sometimes"], "tracking.checkpoints.policy"),
@@ -327,6 +372,16 @@ def test_wrong_type_error_says_what_was_expected(compose):
         (["model.hidden=[128,0]"], "model.hidden"),
         (["optimizer=sgd", "optimizer.nesterov=true"], "optimizer.nesterov"),
         (["tracking.misclassified=-1"], "tracking.misclassified"),
+        (["optimizer.lr=abc"], "optimizer.lr"),
+        (["optimizer.lr=inf"], "optimizer.lr"),
+        (["optimizer.weight_decay=-1e-4"], "optimizer.weight_decay"),
+        (["clipping=value", "clipping.value=0"], "clipping.value"),
+        (["augment=affine", "augment.rotation=200"], "augment.rotation"),
+        (["train.epochs=0"], "train.epochs"),
+        (["seed=-1"], "seed"),
+        (["dataset.subset=0"], "dataset.subset"),
+        (["model.activation=swish"], "model.activation"),
+        (["schedule=warmup_cosine", "train.epochs=2"], "schedule.after.T_max"),
     ],
     ids=[
         "negative-lr",
@@ -339,15 +394,26 @@ def test_wrong_type_error_says_what_was_expected(compose):
         "zero-width-layer",
         "nesterov-without-momentum",
         "negative-misclassified",
+        "lr-not-a-number",
+        "lr-infinite",
+        "negative-weight-decay",
+        "clip-at-zero",
+        "rotation-200",
+        "zero-epochs",
+        "negative-seed",
+        "empty-subset",
+        "unknown-activation",
+        "warm-up-longer-than-the-run",
     ],
 )
 def test_bad_values_stop_train_before_anything_is_tracked(
     overrides, key, compose, mlflow_store, experiment_name, monkeypatch
 ):
     def no_data(*args, **kwargs):
-        raise AssertionError("the data set was loaded for an invalid configuration")
+        raise AssertionError("a data file was read for an invalid configuration")
 
-    monkeypatch.setattr("nn.data.load_dataset", no_data)
+    for reader in ("_read_digits", "_read_csv_dataset", "_read_idx_dataset"):
+        monkeypatch.setattr(datasets, reader, no_data)
     cfg = compose("dataset=digits", *ONE_EPOCH, *mlflow_store.overrides(experiment_name), *overrides)
     with pytest.raises(ConfigError) as caught:
         train(cfg)

@@ -18,7 +18,7 @@ from experiments.train import train
 RECIPE = [
     "dataset=digits",
     "train.epochs=8",
-    "regularization=dropout",  # dropout masks come from the generator that resume must restore
+    "model.dropout=0.5",  # dropout masks come from the generator that resume must restore
     "schedule=plateau",  # the one schedule with state of its own
     "optimizer=adam",  # two state arrays per parameter
     "tracking.log_model=false",

@@ -65,7 +65,7 @@ def test_cli_invalid_value_exits_2_with_one_message_naming_the_key(mlflow_store,
     assert done.returncode == 2, done.stdout + done.stderr
     lines = error_lines(done, "optimizer.lr")
     assert len(lines) == 1, done.stdout + done.stderr
-    assert "optimizer.lr=-1.0 is not allowed: optimizer.lr must be a positive number" in lines[0]
+    assert "optimizer.lr=-1 is not allowed: optimizer.lr must be a positive number" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert mlflow_store.client.get_experiment_by_name(experiment_name) is None
 

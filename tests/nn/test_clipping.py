@@ -87,8 +87,8 @@ def test_no_clip_leaves_gradients_untouched():
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: ClipByValue(0.0), "clipping value"),
-        (lambda: ClipByValue(-1.0), "clipping value"),
+        (lambda: ClipByValue(0.0), "value=0.0 is not allowed"),
+        (lambda: ClipByValue(-1.0), "value=-1.0 is not allowed"),
         (lambda: ClipByNorm(0.0), "max_norm"),
         (lambda: ClipByNorm(-2.0), "max_norm"),
     ],

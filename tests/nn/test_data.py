@@ -429,14 +429,14 @@ def test_corrupt_file_in_data_root_is_reported(fake_root):
 @pytest.mark.parametrize(
     ("kwargs", "problem"),
     [
-        ({"name": "cifar"}, "Unknown dataset 'cifar'"),
-        ({"split": "70/30"}, "Unknown split '70/30'"),
+        ({"name": "cifar"}, "name='cifar' is not allowed: name must be one of mnist"),
+        ({"split": "70/30"}, "split='70/30' is not allowed"),
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"subset": 0}, "subset"),
-        ({"dtype": np.int32}, "floating dtype"),
-        ({"train_csv": "x.csv"}, "only apply to name='csv'"),
-        ({"name": "csv"}, "needs train_csv"),
+        ({"dtype": np.int32}, "dtype=.* is not allowed: dtype must be a floating NumPy dtype"),
+        ({"train_csv": "x.csv"}, "train_csv must be null unless name is csv"),
+        ({"name": "csv"}, "train_csv=None is not allowed"),
     ],
 )
 def test_load_dataset_rejects_bad_options(fake_root, kwargs, problem):

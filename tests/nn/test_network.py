@@ -235,5 +235,5 @@ def test_mlp_rejects_bad_sizes(sizes):
 
 
 def test_mlp_unknown_activation_lists_choices():
-    with pytest.raises(ValueError, match="unknown activation 'swish'.*relu.*gelu"):
+    with pytest.raises(ValueError, match="activation='swish' is not allowed: activation must be one of relu.*gelu"):
         mlp([4, 3], activation="swish")

@@ -1,7 +1,8 @@
 """Fixtures for the sweep tests: one MLflow store for the session, quick overrides, study and run readers.
 
-Every test names its own study (``sweep.study_name``) and MLflow experiment, so tests sharing the store
-never see each other's trials or runs.
+Every test names its own study (``hydra.sweeper.study_name``) and MLflow experiment, so tests sharing the
+store never see each other's trials or runs. ``multirun(...)`` is ``python experiments/run.py -m ...`` in
+this process (so that tests can patch what a trial does); ``RUN`` is the script, for subprocesses.
 """
 
 from __future__ import annotations
@@ -19,8 +20,35 @@ from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "experiments" / "run.py"
 
 from sweeps.study import open_storage  # noqa: E402
+
+
+def multirun(*overrides: str) -> int:
+    """``python experiments/run.py -m *overrides`` in this process; its exit code (130 for Ctrl-C)."""
+    import sys
+    import tempfile
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from experiments.run import main
+
+    argv = sys.argv
+    with tempfile.TemporaryDirectory(prefix="nnlab-multirun-") as tmp:
+        sys.argv = ["run.py", "-m", f"hydra.sweep.dir={tmp}", *overrides]
+        GlobalHydra.instance().clear()
+        try:
+            main()
+        except SystemExit as exit:
+            return int(exit.code or 0)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            sys.argv = argv
+            GlobalHydra.instance().clear()
+    return 0
+
 
 # tracked, but without the costly parts: no model, no checkpoints, no misclassified grid, no progress bar
 QUICK = [
@@ -46,7 +74,13 @@ class Store:
 
     def args(self, name: str, *extra: str) -> list[str]:
         """Overrides of a quick sweep named ``name`` (study and experiment) tracked in this store."""
-        return [*QUICK, f"tracking.dir={self.dir}", f"tracking.experiment={name}", f"sweep.study_name={name}", *extra]
+        return [
+            *QUICK,
+            f"tracking.dir={self.dir}",
+            f"tracking.experiment={name}",
+            f"hydra.sweeper.study_name={name}",
+            *extra,
+        ]
 
     def study(self, name: str, storage: str | None = None) -> optuna.Study:
         url = storage or str(self.dir / "optuna" / f"{name}.log")

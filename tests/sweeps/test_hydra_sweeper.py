@@ -1,23 +1,33 @@
-"""``python experiments/run.py -m hydra/sweeper=nnlab_optuna +sweep=digits_smoke``: our Hydra sweeper, found
-by Hydra in the ``hydra_plugins`` namespace package, pruning jobs that run in Hydra's launcher."""
+"""The front door as a user types it, ``python experiments/run.py -m sweep=<name>``, through each of Hydra's
+launchers: the basic one (in process), joblib (parallel processes) and submitit_local (cluster jobs)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
 from optuna.trial import TrialState
 
-from tests.sweeps.conftest import REPO, check_trial_runs, split_runs
-from tests.sweeps.test_run import LR_STATE
+from tests.sweeps.conftest import RUN, check_trial_runs, split_runs
+from tests.sweeps.test_sweeper import LR_STATE
+
+# 4 trials on digits: lr 0.1 and 0.2 learn, 0.01 and 0.005 stay below the threshold at epoch 1 and are pruned
+FOUR = ["hydra.sweeper.n_trials=4", "optimizer.lr=choice(0.1, 0.01, 0.2, 0.005)"]
+FOUR_STATE = {0.1: TrialState.COMPLETE, 0.2: TrialState.COMPLETE, 0.01: TrialState.PRUNED, 0.005: TrialState.PRUNED}
 
 
-def test_multirun_with_the_nnlab_optuna_sweeper_prunes_and_tracks(store, name, tmp_path):
-    command = [sys.executable, str(REPO / "experiments" / "run.py"), "-m", "hydra/sweeper=nnlab_optuna"]
-    command += ["+sweep=digits_smoke", *store.args(name), f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+def sweep(store, name, tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(RUN), "-m", "sweep=digits_smoke", *store.args(name), *extra]
+    command += [f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_a_sweep_config_selects_the_sweeper_and_its_jobs_are_tracked(store, name, tmp_path):
+    done = sweep(store, name, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "trial 1 PRUNED: ThresholdPruner pruned the trial at epoch 1" in done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "trial 1 PRUNED: ThresholdPruner pruned the trial at epoch 1" in output
     study = store.study(name)
     assert {t.params["optimizer.lr"]: t.state for t in study.trials} == LR_STATE
     failed = next(t for t in study.trials if t.state == TrialState.FAIL)
@@ -30,3 +40,35 @@ def test_multirun_with_the_nnlab_optuna_sweeper_prunes_and_tracks(store, name, t
     assert "sweep_trial.number" in job.data.tags["nnlab.overrides"]  # the job's own Hydra overrides
     assert job.data.params["sweep_trial.study"] == name
     assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1", "2"]
+    assert f"--tracking-dir {store.dir}" in output  # the report hint reads the runs of this store
+
+
+def check_four(store, name) -> None:
+    """The 4-trial budget met exactly, pruning as expected, every trial's run under the parent, none RUNNING."""
+    study = store.study(name)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert {t.params["optimizer.lr"]: t.state for t in study.trials} == FOUR_STATE
+    runs = store.runs(name)
+    parent, children = split_runs(runs)
+    assert sorted(children) == [0, 1, 2, 3]
+    check_trial_runs(store.client, study, runs, epochs=2)
+    assert all(r.info.status != "RUNNING" for r in runs) and parent.info.status == "FINISHED"
+    return study
+
+
+def test_joblib_launcher_runs_two_trials_at_a_time(store, name, tmp_path):
+    done = sweep(store, name, tmp_path, *FOUR, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 trial(s) at a time through JoblibLauncher" in done.stdout + done.stderr
+    study = check_four(store, name)
+    assert len({t.user_attrs["worker"] for t in study.trials}) >= 2  # joblib's worker processes, not this one
+
+
+def test_submitit_local_launcher_runs_trials_as_jobs(store, name, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    extra = ["hydra/launcher=submitit_local", "hydra.sweeper.batch=2", "hydra.launcher.timeout_min=10"]
+    done = sweep(store, name, tmp_path, *FOUR, *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 trial(s) at a time through LocalLauncher" in done.stdout + done.stderr
+    check_four(store, name)
+    assert list((tmp_path / "multirun").glob(".submitit/*/*_log.out"))  # submitit ran them as its jobs

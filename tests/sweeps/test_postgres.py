@@ -26,9 +26,8 @@ from optuna.trial import TrialState
 
 from sweeps import report
 from sweeps.optuna_private import storage_of, unwrap
-from sweeps.run import main
 from sweeps.study import open_storage
-from tests.sweeps.conftest import REPO, check_trial_runs, split_runs
+from tests.sweeps.conftest import REPO, RUN, check_trial_runs, multirun, split_runs
 from tests.sweeps.test_study import ask_from_processes
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'psycopg[binary]'")
@@ -112,18 +111,18 @@ def database(server_url) -> Iterator[str]:
 
 
 def test_two_machines_share_one_study_through_postgresql(database, store, name, tmp_path):
-    args = ["sweep=lr_momentum_l2", *store.args(name), f"sweep.storage={database}", "sweep.n_trials=4"]
+    args = ["sweep=lr_momentum_l2", *store.args(name), f"hydra.sweeper.storage={database}", "hydra.sweeper.n_trials=4"]
     args += ["dataset=digits", "model=mlp128", "train.epochs=2", "optimizer.momentum=0.9"]
     args += ["optimizer.lr=tag(log,interval(0.03,0.3))"]
     other = subprocess.Popen(  # the other machine; this process is the first
-        [sys.executable, "-m", "sweeps.run", *args],
+        [sys.executable, str(RUN), "-m", *args, f"hydra.sweep.dir={tmp_path / 'other'}"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        assert main(args) == 0
+        assert multirun(*args) == 0
         output = other.communicate(timeout=400)[0]
     finally:
         if other.poll() is None:

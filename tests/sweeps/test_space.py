@@ -35,9 +35,9 @@ def test_sweep_syntax_becomes_the_optuna_distribution(text, expected):
 
 def test_plain_values_are_fixed_and_the_command_line_wins():
     params = flatten({"model": "wide1024", "optimizer": {"lr": "interval(0.01, 0.1)", "momentum": 0.9}})
-    space, rest = parse(params, ["optimizer.lr=0.05", "regularization.l2=tag(log,interval(1e-6,1e-2))", "seed=3"])
+    space, rest = parse(params, ["optimizer.lr=0.05", "optimizer.weight_decay=tag(log,interval(1e-6,1e-2))", "seed=3"])
     assert space.fixed == ["model=wide1024", "optimizer.momentum=0.9"]
-    assert list(space.distributions) == ["regularization.l2"]  # lr fixed by the command line
+    assert list(space.distributions) == ["optimizer.weight_decay"]  # lr fixed by the command line
     assert rest == ["optimizer.lr=0.05", "seed=3"]
 
 
@@ -73,10 +73,22 @@ def test_empty_or_unsupported_sweeps_are_config_errors(text):
 
 def test_settings_are_checked_and_direction_follows_the_objective():
     conf = settings({"study_name": "s", "n_trials": 3})
-    assert (conf.n_trials, conf.sampler["name"], conf.pruner["name"], conf.workers) == (3, "tpe", "median", 1)
+    assert (conf.n_trials, conf.workers, conf.batch) == (3, 1, None)
+    assert (conf.sampler["_target_"], conf.pruner["_target_"]) == (
+        "optuna.samplers.TPESampler",
+        "optuna.pruners.MedianPruner",
+    )
     assert direction(conf, "val/acc") == "maximize" and direction(conf, "val/loss") == "minimize"
     assert report_metric("test/acc") == "val/acc" and report_metric("train/loss") == "train/loss"
-    with pytest.raises(ConfigError, match="sweep.direction"):
-        settings({"direction": "up"})
-    with pytest.raises(ConfigError, match="sweep.n_trials"):
-        settings({"n_trials": 0})
+    for given, key in [
+        ({"direction": "up"}, "hydra.sweeper.direction"),
+        ({"n_trials": 0}, "hydra.sweeper.n_trials"),
+        ({"workers": 0}, "hydra.sweeper.workers"),
+        ({"study_name": "a b"}, "hydra.sweeper.study_name"),
+        ({"heartbeat": {"interval": 5, "grace_period": 5}}, "hydra.sweeper.heartbeat.grace_period"),
+        ({"sampler": {"seed": 1, "_target_": None}}, "hydra.sweeper.sampler"),
+    ]:
+        with pytest.raises(ConfigError, match=f"{key}=.* is not allowed"):
+            settings(given)
+    with pytest.raises(ConfigError, match="invalid sweep setting"):
+        settings({"n_trials": "many"})

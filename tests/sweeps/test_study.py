@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from experiments.schema import ConfigError
-from sweeps.config import HeartbeatConf, settings
+from sweeps.config import PRUNERS, SAMPLERS, HeartbeatConf, settings
 from sweeps.optuna_private import JournalFileStorage, storage_of, trial_id, unwrap
 from sweeps.space import parse
 from sweeps.study import (
@@ -30,24 +30,30 @@ from sweeps.study import (
 SPACE = parse({"x": "interval(0, 1)", "n": "range(1, 4)"})[0]
 
 
-def test_samplers_and_pruners_by_name():
-    assert isinstance(sampler({"name": "tpe", "seed": 0}, SPACE), optuna.samplers.TPESampler)
-    assert isinstance(sampler({"name": "random", "seed": 0}, SPACE), optuna.samplers.RandomSampler)
-    assert isinstance(sampler({"name": "cmaes", "seed": 0}, SPACE), optuna.samplers.CmaEsSampler)
+def test_samplers_and_pruners_from_their_targets():
+    assert isinstance(sampler(SAMPLERS["tpe"], SPACE), optuna.samplers.TPESampler)
+    assert isinstance(sampler(SAMPLERS["random"], SPACE), optuna.samplers.RandomSampler)
+    assert isinstance(sampler(SAMPLERS["cmaes"], SPACE), optuna.samplers.CmaEsSampler)
+    assert isinstance(sampler(SAMPLERS["qmc"], SPACE), optuna.samplers.QMCSampler)
+    tpe = sampler({"_target_": "optuna.samplers.TPESampler", "seed": 3, "n_startup_trials": 7}, SPACE, seed_offset=10)
+    assert isinstance(tpe, optuna.samplers.TPESampler)  # every other key goes straight to Optuna
     grid = parse({"a": "choice(1,2,3)", "b": "range(0,2)"})[0]
-    assert isinstance(sampler({"name": "grid", "seed": 0}, grid), optuna.samplers.GridSampler)
-    assert budget(settings({"n_trials": 100, "sampler": {"name": "grid"}}), grid) == 6
-    assert isinstance(pruner({"name": "median", "n_startup_trials": 1}), optuna.pruners.MedianPruner)
-    assert isinstance(
-        pruner({"name": "hyperband", "min_resource": 1, "max_resource": 9}), optuna.pruners.HyperbandPruner
-    )
-    assert isinstance(pruner({"name": "none"}), optuna.pruners.NopPruner)
-    with pytest.raises(ConfigError, match="sweep.sampler.name='bayes'"):
-        sampler({"name": "bayes"}, SPACE)
-    with pytest.raises(ConfigError, match="sweep.pruner"):
-        pruner({"name": "median", "patience": 3})
-    # keys of the sweep's own pruner are dropped when the command line names another one
-    assert isinstance(pruner({"name": "none", "n_startup_trials": 5}), optuna.pruners.NopPruner)
+    assert isinstance(sampler(SAMPLERS["grid"], grid), optuna.samplers.GridSampler)
+    assert budget(settings({"n_trials": 100, "sampler": SAMPLERS["grid"]}), grid) == 6
+    assert budget(settings({"n_trials": 100}), grid) == 100
+    median = pruner({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1})
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    hyperband = pruner({"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "max_resource": 9})
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert isinstance(pruner(PRUNERS["none"]), optuna.pruners.NopPruner)
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.sampler._target_='optuna.samplers.Bayes'"):
+        sampler({"_target_": "optuna.samplers.Bayes"}, SPACE)
+    with pytest.raises(ConfigError, match="must name an Optuna pruner"):
+        pruner({"_target_": "optuna.samplers.TPESampler"})
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.pruner \(MedianPruner\)"):
+        pruner({"_target_": "optuna.pruners.MedianPruner", "patience": 3})
+    # keys of the sweep's own pruner are dropped when the command line chooses another one
+    assert isinstance(pruner(PRUNERS["none"] | {"n_startup_trials": 5}), optuna.pruners.NopPruner)
 
 
 def test_gp_sampler_without_torch_says_what_to_install():
@@ -55,9 +61,9 @@ def test_gp_sampler_without_torch_says_what_to_install():
         import torch  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match="PyTorch"):
-            sampler({"name": "gp", "seed": 0}, SPACE)
+            sampler(SAMPLERS["gp"], SPACE)
     else:
-        assert isinstance(sampler({"name": "gp", "seed": 0}, SPACE), optuna.samplers.GPSampler)
+        assert isinstance(sampler(SAMPLERS["gp"], SPACE), optuna.samplers.GPSampler)
 
 
 def journal_study(tmp_path, name="s", grace=2, n_trials=3) -> optuna.Study:
@@ -103,7 +109,7 @@ def test_max_retry_bounds_the_retries(tmp_path):
 
 def ask_and_tell(url: str, n_trials: int, seconds: float) -> None:
     """A worker process: ask within the budget and tell right away until the budget is used."""
-    conf = settings({"study_name": "shared", "n_trials": n_trials, "sampler": {"name": "random", "seed": None}})
+    conf = settings({"study_name": "shared", "n_trials": n_trials, "sampler": SAMPLERS["random"] | {"seed": None}})
     study = open_study(conf, open_storage(url, conf.heartbeat), SPACE, "maximize")
     while trials := ask(study, n_trials, conf.heartbeat):
         time.sleep(seconds)

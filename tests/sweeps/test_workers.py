@@ -1,6 +1,7 @@
-"""Several worker processes on one study: the budget met exactly, every trial run once and tracked in full,
-and a worker killed mid-trial (SIGKILL) detected by its stopped heartbeat, its trial failed and run again.
-(``test_postgres.py`` runs two drivers on one study too, writing the SQLite MLflow store directly.)"""
+"""``hydra.sweeper.workers=N``, the asynchronous path: N processes on one study, the budget met exactly, every
+trial run once and tracked in full, and a worker killed mid-trial (SIGKILL) detected by its stopped
+heartbeat, its trial failed and run again. (``test_postgres.py`` runs two sweeps on one study too, writing
+the SQLite MLflow store directly.)"""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeps.run import main
 from sweeps.study import open_storage
-from tests.sweeps.conftest import REPO, check_trial_runs, epochs_logged
+from tests.sweeps.conftest import REPO, RUN, check_trial_runs, epochs_logged, multirun
 
 # digits, 3 epochs of a small network, learning rates that all learn
 SPACE = ["dataset=digits", "model=mlp128", "optimizer.momentum=0.9", "optimizer.lr=tag(log,interval(0.03,0.3))"]
@@ -25,8 +25,8 @@ SPACE = ["dataset=digits", "model=mlp128", "optimizer.momentum=0.9", "optimizer.
 
 def test_two_workers_meet_the_budget_exactly_and_track_every_epoch(store, name):
     """Two worker processes, BLAS threads divided, writing MLflow through the local server the driver runs."""
-    args = ["sweep=lr_momentum_l2", *store.args(name), *SPACE, "train.epochs=3", "sweep.n_trials=4"]
-    assert main([*args, "sweep.workers=2", "sweep.mlflow_server=true"]) == 0
+    args = ["sweep=lr_momentum_l2", *store.args(name), *SPACE, "train.epochs=3", "hydra.sweeper.n_trials=4"]
+    assert multirun(*args, "hydra.sweeper.workers=2", "hydra.sweeper.mlflow_server=true") == 0
     study = store.study(name)
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in study.trials), [t.state for t in study.trials]
@@ -59,10 +59,10 @@ def study_when(storage: str, name: str, ready, timeout: float = 300) -> optuna.S
 def test_a_worker_killed_mid_trial_is_detected_its_trial_failed_and_rerun(store, name):
     """A worker process is SIGKILLed in its trial; another (here the driver, in this process) waits for the
     trial's heartbeat to go stale, fails it, closes its MLflow run, runs it again and completes the budget."""
-    args = ["sweep=lr_momentum_l2", *store.args(name), *SPACE, "train.epochs=20", "sweep.n_trials=2"]
-    args += ["sweep.heartbeat.interval=1", "sweep.heartbeat.grace_period=3"]
+    args = ["sweep=lr_momentum_l2", *store.args(name), *SPACE, "train.epochs=20", "hydra.sweeper.n_trials=2"]
+    args += ["hydra.sweeper.heartbeat.interval=1", "hydra.sweeper.heartbeat.grace_period=3"]
     victim_process = subprocess.Popen(
-        [sys.executable, "-m", "sweeps.run", *args, "--worker=1"], cwd=REPO, start_new_session=True
+        [sys.executable, str(RUN), "-m", *args, "hydra.sweeper.worker=1"], cwd=REPO, start_new_session=True
     )
     try:
         storage = str(store.dir / "optuna" / f"{name}.log")
@@ -73,7 +73,7 @@ def test_a_worker_killed_mid_trial_is_detected_its_trial_failed_and_rerun(store,
     finally:
         if victim_process.poll() is None:
             os.killpg(victim_process.pid, signal.SIGKILL)
-    assert main(args) == 0
+    assert multirun(*args) == 0
     study = store.study(name)
     trials = {t.number: t for t in study.trials}
     killed = trials[victim.number]

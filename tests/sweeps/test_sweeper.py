@@ -1,5 +1,5 @@
-"""The driver, in process: ``python -m sweeps.run sweep=digits_smoke`` (3 trials: one learns, one is pruned,
-one diverges), its MLflow parent and child runs, the report, and a resume after Ctrl-C."""
+"""The front door, in process: ``python experiments/run.py -m sweep=digits_smoke`` (3 trials: one learns, one
+is pruned, one diverges), its MLflow parent and child runs, the report, and a resume after Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeps import report
-from sweeps.run import main
 from sweeps.trial import Reporter
-from tests.sweeps.conftest import check_trial_runs, split_runs
+from tests.sweeps.conftest import QUICK, check_trial_runs, multirun, split_runs
 
 LR_STATE = {0.1: TrialState.COMPLETE, 0.01: TrialState.PRUNED, 10000.0: TrialState.FAIL}
 
 
 def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, name, tmp_path):
-    assert main(["sweep=digits_smoke", *store.args(name)]) == 0
+    assert multirun("sweep=digits_smoke", *store.args(name)) == 0
     study = store.study(name)
     assert {t.params["optimizer.lr"]: t.state for t in study.trials} == LR_STATE
     by_state = {t.state: t for t in study.trials}
@@ -64,7 +63,7 @@ def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, mon
 
     with monkeypatch.context() as patch:
         patch.setattr(Reporter, "on_epoch_end", interrupt_second_trial)
-        assert main(["sweep=digits_smoke", *store.args(name)]) == 130
+        assert multirun("sweep=digits_smoke", *store.args(name)) == 130
     study = store.study(name)
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]  # lr 1e4, then Ctrl-C queued again
@@ -72,7 +71,7 @@ def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, mon
     parent, _ = split_runs(store.runs(name))
     assert parent.info.status == "KILLED"
 
-    assert main(["sweep=digits_smoke", *store.args(name)]) == 0  # the same command resumes
+    assert multirun("sweep=digits_smoke", *store.args(name)) == 0  # the same command resumes
     study = store.study(name)
     assert len(study.trials) == 4  # the interrupted trial was run again as #2; the budget of 3 holds
     assert study.trials[2].params == study.trials[1].params and study.trials[2].system_attrs["failed_trial"] == 1
@@ -84,11 +83,26 @@ def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, mon
 
 
 def test_an_exception_in_a_trial_fails_it_with_the_reason_and_the_sweep_goes_on(store, name):
-    # dropout 1.5 is rejected when the trial's config is checked; dropout 0.2 trains
-    args = ["sweep=digits_smoke", *store.args(name), "tracking=none", "regularization=dropout"]
-    assert main([*args, "optimizer.lr=0.1", "regularization.dropout=choice(1.5, 0.2)", "train.epochs=1"]) == 0
+    # dropout 1.5 is rejected when the trial's model is built; dropout 0.2 trains
+    args = ["sweep=digits_smoke", *store.args(name), "tracking=none", "optimizer.lr=0.1", "train.epochs=1"]
+    assert multirun(*args, "model.dropout=choice(1.5, 0.2)") == 0
     study = store.study(name)
-    states = {t.params["regularization.dropout"]: t for t in study.trials}
+    states = {t.params["model.dropout"]: t for t in study.trials}
     assert states[0.2].state == TrialState.COMPLETE
     assert states[1.5].state == TrialState.FAIL
-    assert "ConfigError: regularization.dropout=1.5 is not allowed" in states[1.5].user_attrs["fail_reason"]
+    assert "ConfigError: model.dropout=1.5 is not allowed" in states[1.5].user_attrs["fail_reason"]
+
+
+def test_a_sweep_without_a_search_dimension_is_refused(store, name):
+    assert multirun("sweep=digits_smoke", *store.args(name), "optimizer.lr=0.1") == 1
+    assert multirun(*store.args(name), "hydra/sweeper=nnlab_optuna", "optimizer.lr=0.1") == 1
+
+
+def test_plain_hydra_multiruns_keep_working(store, name):
+    """Without ``sweep=``, ``-m`` is Hydra's basic sweeper: a grid of runs, each tracked."""
+    args = [*QUICK, f"tracking.dir={store.dir}", f"tracking.experiment={name}", "dataset=digits", "model=mlp128"]
+    args += ["train.epochs=1", "optimizer.lr=0.01,0.1"]
+    assert multirun(*args) == 0
+    runs = store.runs(name)
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.01", "0.1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
