@@ -66,7 +66,13 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
         return client.get_experiment_by_name(name).experiment_id
 
 
-def ui_command(uri: str) -> str:
+def browse_hint(uri: str) -> str:
+    """How to see the runs of tracking URI ``uri``: a server's own web UI, or ``mlflow ui`` over a database."""
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return f"open {uri} in a browser (the tracking server's UI)"
+    if scheme == "databricks":
+        return "open the experiment in your Databricks workspace"
     return f"mlflow ui --backend-store-uri {uri}"
 
 
@@ -137,6 +143,9 @@ class NullTracker:
         pass
 
     def kill(self, network, epoch: int) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
         pass
 
 
@@ -300,6 +309,11 @@ class MlflowTracker:
     def prune(self, reason: str, epoch: int) -> None:
         """A sweep's pruner stopped the run: closed as KILLED with ``nnlab.state=pruned``."""
         self._end("KILLED", {"nnlab.state": "pruned", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
+
+    def warn(self, message: str) -> None:
+        """A problem the run goes on with, as the tag ``nnlab.warning`` (shown in the runs table)."""
+        if self._open():
+            mlflow.set_tag("nnlab.warning", message[:5000])
 
     def kill(self, network: nn.Network, epoch: int) -> None:
         """Ctrl-C: keep what was logged, store the last weights, close the run as KILLED."""

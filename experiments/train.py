@@ -20,7 +20,7 @@ from tqdm import tqdm
 import nn
 from experiments import build, figures
 from experiments.callbacks import Callback, Pruned
-from experiments.tracking import MlflowTracker, NullTracker, ui_command
+from experiments.tracking import MlflowTracker, NullTracker, browse_hint
 from nn.serialization import load_training_state
 
 log = logging.getLogger("nnlab")
@@ -133,9 +133,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
             len(dataset.train.y),
             len(dataset.val.y),
         )
+        warned = None
         for epoch in range(len(history) + 1, epochs + 1):
-            row = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
-            _, _, val_probs = row.pop("_val")
+            row, val_probs = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
             history.append(row)
             counts = figures.confusion_matrix(dataset.val.y, val_probs.argmax(axis=1), dataset.num_classes)
             metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
@@ -151,7 +151,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
                 row["lr"],
                 row["epoch_time"],
             )
-            check_chance(row["val/acc"], epoch, dataset.num_classes, cfg.train.divergence)
+            warning = check_progress(history, dataset.num_classes, cfg.train.divergence)
+            if warning and warned is None:  # said once; the run goes on
+                log.warning("%s", warning)
+                tracker.warn(warning)
+                warned = warning
             for callback in callbacks:
                 callback.on_epoch_end(epoch, metrics, tracker.run_id)
         final, test = final_metrics(network, dataset, history)
@@ -184,13 +188,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
     if "test/acc" in final:
         log.info("test loss %.4f acc %.4f", final["test/loss"], final["test/acc"])
     if tracker.run_id:
-        log.info("logged as MLflow run %s; browse with: %s", tracker.run_id, ui_command(tracker.uri))
+        log.info("logged as MLflow run %s; to browse: %s", tracker.run_id, browse_hint(tracker.uri))
     value = objective(cfg.train.objective, history[-1], final)
     return TrainResult(tracker.run_id, "finished", None, history, final, value)
 
 
-def train_epoch(trainer: nn.Trainer, dataset, epoch: int, epochs: int, progress: bool) -> dict:
-    """One epoch of training and its validation, as a row of metrics (plus ``_val`` results)."""
+def train_epoch(trainer: nn.Trainer, dataset, epoch: int, epochs: int, progress: bool) -> tuple[dict, np.ndarray]:
+    """One epoch of training and its validation: the row of metrics and the validation probabilities (N, C)."""
     steps = math.ceil(len(dataset.train.y) / (trainer.batch_size or len(dataset.train.y)))
     with tqdm(
         total=steps,
@@ -201,29 +205,54 @@ def train_epoch(trainer: nn.Trainer, dataset, epoch: int, epochs: int, progress:
         mininterval=0.5,
     ) as bar:
         result = trainer.train_epoch(dataset.train.X, dataset.train.y, epoch - 1, on_batch=lambda *_: bar.update())
-    val = trainer.network.evaluate(dataset.val.X, dataset.val.y, probabilities=True)
-    trainer.end_epoch(val[0])
-    return {
+    val_loss, val_acc, val_probs = trainer.network.evaluate(dataset.val.X, dataset.val.y, probabilities=True)
+    trainer.end_epoch(val_loss)
+    row = {
         "epoch": epoch,
         "train/loss": result.loss,
         "train/acc": result.accuracy,
-        "val/loss": val[0],
-        "val/acc": val[1],
+        "val/loss": val_loss,
+        "val/acc": val_acc,
         "lr": result.lr,
         "grad_norm": result.grad_norm,
         "epoch_time": result.seconds,
-        "_val": val,
     }
+    return row, val_probs
 
 
-def check_chance(val_acc: float, epoch: int, num_classes: int, divergence: DictConfig) -> None:
-    """Raise ``StuckAtChance`` when, from ``check_after`` on, validation accuracy is at chance level."""
+def check_progress(history: list[dict], num_classes: int, divergence: DictConfig) -> str | None:
+    """Tell a run that blew up from one that learns too slowly, once validation accuracy sits at chance.
+
+    From epoch ``check_after`` on, accuracy below chance + ``chance_margin`` with the training loss above
+    twice a uniform guess's (ln of the classes), rising since the last epoch, a gradient norm grown
+    tenfold since the first epoch, or a validation loss unchanged since the last epoch (dead units), is
+    divergence: raises ``StuckAtChance``. With the loss falling
+    instead, the run is too slow, not broken: returns a warning and the run goes on.
+    """
+    row, first = history[-1], history[0]
+    epoch, accuracy, loss = row["epoch"], row["val/acc"], row["train/loss"]
     chance = 1.0 / num_classes
-    if epoch >= divergence.check_after and val_acc < chance + divergence.chance_margin:
-        raise StuckAtChance(
-            f"validation accuracy {val_acc:.4f} is at chance level ({chance:.2f}) after epoch {epoch}: "
-            "the run diverged. Lower optimizer.lr, or add clipping=value or clipping=norm."
+    if epoch < divergence.check_after or accuracy >= chance + divergence.chance_margin:
+        return None
+    uniform = math.log(num_classes)
+    at_chance = f"validation accuracy {accuracy:.4f} is at chance level ({chance:.2f}) after epoch {epoch}"
+    if loss > 2 * uniform:
+        cause = f"the training loss is {loss:.4g}, above {2 * uniform:.2f} (twice a uniform guess's)"
+    elif len(history) > 1 and loss > history[-2]["train/loss"] * 1.01:
+        cause = f"the training loss rose from {history[-2]['train/loss']:.4f} to {loss:.4f}"
+    elif math.isfinite(first["grad_norm"]) and row["grad_norm"] > 10 * first["grad_norm"]:
+        cause = f"the gradient norm grew from {first['grad_norm']:.3g} to {row['grad_norm']:.3g}"
+    elif len(history) > 1 and abs(row["val/loss"] - history[-2]["val/loss"]) <= 1e-5 * history[-2]["val/loss"]:
+        cause = f"the validation loss is stuck at {row['val/loss']:.5f}: units are dead or saturated"
+    else:
+        return (
+            f"{at_chance}, but the loss is falling (training loss {first['train/loss']:.4f} in epoch "
+            f"{first['epoch']}, validation loss {row['val/loss']:.4f} now): the run learns too slowly rather than "
+            "diverging. Raise optimizer.lr (or train longer); it goes on."
         )
+    raise StuckAtChance(
+        f"{at_chance} and {cause}: the run diverged. Lower optimizer.lr, or add clipping=value or clipping=norm."
+    )
 
 
 def final_metrics(network: nn.Network, dataset, history: list[dict]) -> tuple[dict, tuple | None]:

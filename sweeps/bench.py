@@ -23,9 +23,9 @@ from hydra_plugins.nnlab_optuna_sweeper.sweeper import BLAS_VARIABLES
 RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
 
 CONFIGS = {  # name: (overrides, BLAS threads of a single process: None leaves them to BLAS)
-    "no pruning, 1 worker": (["hydra/sweeper/pruner=none"], None),
-    "no pruning, 1 worker, 1 BLAS thread": (["hydra/sweeper/pruner=none"], 1),
-    "median pruning, 1 worker": ([], None),
+    "no pruning, 1 process": (["hydra/sweeper/pruner=none"], None),
+    "no pruning, 1 process, 1 BLAS thread": (["hydra/sweeper/pruner=none"], 1),
+    "median pruning, 1 process": ([], None),
     "no pruning, 2 workers": (["hydra/sweeper/pruner=none", "hydra.sweeper.workers=2"], None),
     "median pruning, 2 workers": (["hydra.sweeper.workers=2"], None),
     "median pruning, joblib 2 jobs": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], None),

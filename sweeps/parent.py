@@ -24,6 +24,7 @@ from sweeps.space import Space
 log = logging.getLogger("nnlab.sweeps")
 
 SWEEP_TAG = "nnlab.sweep"  # on the parent run: the study name
+TRACKING_ATTR = "nnlab.tracking"  # study user attribute: {"uri", "experiment"} its trials' runs are in
 
 
 def children(client: MlflowClient, experiment_id: str, study_name: str) -> dict[int, Run]:
@@ -115,6 +116,9 @@ class Parent:
             run = self.children().get(best.number)
             if run is not None:
                 tags["best.run_id"] = run.info.run_id
+        stale = [k for k in self.client.get_run(self.run_id).data.tags if k.startswith("best.") and k not in tags]
+        for key in stale:  # an earlier best's params that the new best does not have (a key fixed on rerun)
+            self.client.delete_tag(self.run_id, key)
         now = int(time.time() * 1000)
         self.client.log_batch(
             self.run_id,

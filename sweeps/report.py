@@ -117,30 +117,59 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.report", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="study name (hydra.sweeper.study_name)")
     parser.add_argument("--storage", help="journal file or database URL (default: <tracking-dir>/optuna/<study>.log)")
-    parser.add_argument("--tracking-dir", default="mlruns", help="MLflow store directory (tracking.dir)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI instead of the store in --tracking-dir")
-    parser.add_argument("--experiment", default="nnlab", help="MLflow experiment (tracking.experiment)")
+    parser.add_argument(
+        "--tracking-dir", help="MLflow store directory (tracking.dir); default: the store the study recorded"
+    )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI; default: the store the study recorded")
+    parser.add_argument("--experiment", help="MLflow experiment; default: the one the study recorded")
     parser.add_argument("--top", type=int, default=10, help="rows of the top-k table")
     parser.add_argument("--out", type=Path, help="output folder (default: <tracking-dir>/reports/<study>)")
     args = parser.parse_args(argv)
     from omegaconf import OmegaConf
 
-    from sweeps.parent import trial_runs
+    from sweeps.parent import TRACKING_ATTR, trial_runs
     from sweeps.study import open_storage
 
-    storage_url = args.storage or str(Path(args.tracking_dir).resolve() / "optuna" / f"{args.study}.log")
+    tracking_dir = args.tracking_dir or "mlruns"
+    storage_url = args.storage or str(Path(tracking_dir).resolve() / "optuna" / f"{args.study}.log")
     if "://" not in storage_url and not Path(storage_url).exists():
         print(f"no study storage at {storage_url}: pass --storage", file=sys.stderr)
         return 2
     study = optuna.load_study(study_name=args.study, storage=open_storage(storage_url, heartbeat=None))
+    recorded = study.user_attrs.get(TRACKING_ATTR) or {}
+    given = args.tracking_uri or args.tracking_dir
+    uri = args.tracking_uri or (None if given else recorded.get("uri"))
+    experiment = args.experiment or recorded.get("experiment") or "nnlab"
+    tracking = OmegaConf.create({"uri": uri, "dir": tracking_dir, "experiment": experiment})
+    sqlite_file = Path(uri.removeprefix("sqlite:///")) if uri and uri.startswith("sqlite:///") else None
     runs = None
-    tracking = OmegaConf.create({"uri": args.tracking_uri, "dir": args.tracking_dir, "experiment": args.experiment})
-    if args.tracking_uri or (Path(args.tracking_dir) / "mlflow.db").exists():
+    if (uri and (sqlite_file is None or sqlite_file.exists())) or (
+        not uri and (Path(tracking_dir) / "mlflow.db").exists()
+    ):
         runs = trial_runs(tracking, args.study)
-    path = write_report(study, args.out or Path(args.tracking_dir) / "reports" / args.study, runs, args.top)
+        mixed = mismatched(study, runs)
+        if mixed:
+            where = recorded.get("uri") or "a store this study did not record"
+            print(
+                f"The MLflow runs found for study {args.study} (trials {mixed}) are not the ones its trials ran: "
+                f"another sweep of the same name was tracked in this store. The study's runs are in {where}: "
+                "leave out --tracking-dir/--tracking-uri to read them, or pass that store.",
+                file=sys.stderr,
+            )
+            return 2
+    path = write_report(study, args.out or Path(tracking_dir) / "reports" / args.study, runs, args.top)
     print(path.read_text())
     print(f"written to {path}")
     return 0
+
+
+def mismatched(study: optuna.Study, runs: dict[int, Run]) -> list[int]:
+    """Trial numbers whose run found in MLflow is not the run the trial recorded (``mlflow_run_id``)."""
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.number in runs and t.user_attrs.get("mlflow_run_id") not in (None, runs[t.number].info.run_id)
+    ]
 
 
 if __name__ == "__main__":

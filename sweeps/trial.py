@@ -52,7 +52,7 @@ def run(
     Returns the objective (NaN for a diverged run, whose reason goes to the trial's ``fail_reason``);
     raises ``Pruned`` when pruned and whatever else ``train`` raises (its run already closed).
     """
-    from experiments.train import train
+    from experiments.train import RunFailed, train
 
     study_name = trial.study.study_name
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -66,7 +66,14 @@ def run(
     if cfg.tracking.run_name is None:
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         cfg.tracking.run_name = f"{study_name} #{trial.number}: {shown}"
-    result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective))])
+    try:
+        result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective))])
+    except RunFailed as err:
+        if err.run_id:
+            trial.set_user_attr("mlflow_run_id", err.run_id)
+        raise
+    if result.run_id:  # also for a run that ends before its first epoch's report
+        trial.set_user_attr("mlflow_run_id", result.run_id)
     if result.status == "pruned":
         raise Pruned(result.reason)
     if result.status == "failed":

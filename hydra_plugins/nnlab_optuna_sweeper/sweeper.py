@@ -63,7 +63,7 @@ class NnlabOptunaSweeper(Sweeper):
         from experiments.tracking import flatten
         from sweeps.config import default_storage, direction
         from sweeps.optuna_private import storage_of
-        from sweeps.parent import Parent
+        from sweeps.parent import TRACKING_ATTR, Parent
         from sweeps.space import parse
         from sweeps.study import budget, budget_lock, open_storage, open_study, remaining
         from sweeps.trial import PRUNER_ATTR
@@ -89,6 +89,7 @@ class NnlabOptunaSweeper(Sweeper):
             parent = Parent(tracking, conf.study_name) if cfg.tracking.enabled else None
         if parent is not None:
             parent.describe(conf, space, url, rest)
+            study.set_user_attr(TRACKING_ATTR, {"uri": parent.uri, "experiment": tracking.experiment})
         done = len(study.get_trials(deepcopy=False))
         log.info("Optuna study %s in %s: %d of %d trials so far", conf.study_name, url, done, n_trials)
         returns: list[JobReturn] = []
@@ -104,11 +105,7 @@ class NnlabOptunaSweeper(Sweeper):
                 parent.summarize(study, cfg.train.objective)
                 parent.close(finished)
         summary(study, cfg.train.objective)
-        where = f"--tracking-uri {tracking.uri}" if tracking.uri else f"--tracking-dir {Path(tracking.dir).resolve()}"
-        log.info(
-            "report: python -m sweeps.report --study %s --storage %s %s --experiment %s",
-            conf.study_name, url, where, tracking.experiment,
-        )  # fmt: skip
+        log.info("report: python -m sweeps.report --study %s --storage %s", conf.study_name, url)
         return returns
 
     def run_trials(self, study, space, rest, url, n_trials, parent, batch) -> list[JobReturn]:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 import nn
 from experiments import train as train_module
 from experiments.callbacks import Callback, Pruned
-from experiments.train import StuckAtChance, check_chance, train
+from experiments.train import StuckAtChance, check_progress, train
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
 QUICK = ["dataset=digits", "model=mlp128", "train.progress=false"]
@@ -345,30 +345,59 @@ def test_diverging_run_returns_nan_and_is_closed_as_failed(compose, mlflow_store
 
 
 def test_run_stuck_at_chance_is_closed_as_failed_at_that_epoch(compose, mlflow_store, experiment_name):
-    # A margin of 0.95 makes any accuracy below 1.05 "at chance": the check fires exactly at check_after.
-    cfg = compose(
-        *QUICK,
-        "train.epochs=4",
-        "train.divergence.check_after=2",
-        "train.divergence.chance_margin=0.95",
-        *mlflow_store.overrides(experiment_name),
-    )
+    # lr 3 blows the loss up to ~50 in epoch 1 (finite: not a NaN) while accuracy sits at chance.
+    cfg = compose(*QUICK, "train.epochs=4", "optimizer.lr=3", *mlflow_store.overrides(experiment_name))
     assert math.isnan(run_train(cfg).objective)
     run = mlflow_store.only_run(experiment_name)
     assert run.info.status == "FAILED"
     assert "chance level" in run.data.tags["nnlab.failure_reason"]
-    assert run.data.tags["nnlab.failed_epoch"] == "2"
-    assert [step for step, _ in history(mlflow_store, run.info.run_id, "val/acc")] == [1, 2]
+    assert "above 4.61 (twice a uniform guess's): the run diverged" in run.data.tags["nnlab.failure_reason"]
+    assert run.data.tags["nnlab.failed_epoch"] == "1"
+    assert [step for step, _ in history(mlflow_store, run.info.run_id, "val/acc")] == [1]
 
 
 def divergence(check_after: int = 1, chance_margin: float = 0.02):
     return OmegaConf.create({"check_after": check_after, "chance_margin": chance_margin})
 
 
+def rows(*epochs: tuple[float, float, float, float]) -> list[dict]:
+    """History rows from (train loss, val loss, val acc, grad norm) per epoch."""
+    return [
+        {"epoch": i, "train/loss": t, "val/loss": v, "val/acc": a, "grad_norm": g}
+        for i, (t, v, a, g) in enumerate(epochs, start=1)
+    ]
+
+
+BLOWN_UP = rows((894.6, 35.1, 0.10, 5.0))  # lr 10: the loss explodes in epoch 1
+RISING = rows((2.40, 2.30, 0.10, 1.0), (2.90, 2.80, 0.10, 1.2))
+EXPLODING_GRADIENT = rows((2.40, 2.30, 0.10, 1.0), (2.38, 2.29, 0.10, 40.0))
+STALLED = rows((2.35, 2.302585, 0.10, 1.0), (2.31, 2.302585, 0.10, 1.0))  # dead units: the loss is stuck at ln(10)
+TOO_SLOW = rows((2.58, 2.53, 0.09, 1.0), (2.53, 2.48, 0.08, 1.0))  # lr 1e-4: falling, still at chance
+
+
 @pytest.mark.parametrize(
-    ("val_acc", "epoch", "num_classes", "check_after", "stuck"),
+    ("history", "cause"),
     [
-        (0.10, 1, 10, 1, True),
+        (BLOWN_UP, "training loss is 894.6, above 4.61"),
+        (RISING, "training loss rose from 2.4000 to 2.9000"),
+        (EXPLODING_GRADIENT, "gradient norm grew from 1 to 40"),
+        (STALLED, "validation loss is stuck at 2.30259"),
+    ],
+    ids=["blown-up", "rising", "exploding-gradient", "stalled"],
+)
+def test_a_run_that_blew_up_is_stopped_with_its_cause_and_told_to_lower_the_rate(history, cause):
+    with pytest.raises(StuckAtChance, match=rf"at chance level .*{cause}.*diverged\. Lower optimizer\.lr"):
+        check_progress(history, 10, divergence())
+
+
+def test_a_run_too_slow_to_leave_chance_goes_on_with_advice_to_raise_the_rate():
+    warning = check_progress(TOO_SLOW, 10, divergence())
+    assert "learns too slowly" in warning and "Raise optimizer.lr" in warning and "diverged" not in warning
+
+
+@pytest.mark.parametrize(
+    ("val_acc", "epoch", "num_classes", "check_after", "judged"),
+    [
         (0.115, 3, 10, 1, True),
         (0.0, 5, 10, 5, True),
         (0.13, 1, 10, 1, False),
@@ -378,12 +407,21 @@ def divergence(check_after: int = 1, chance_margin: float = 0.02):
         (0.60, 1, 2, 1, False),
     ],
 )
-def test_check_chance_flags_accuracy_within_the_margin_of_chance(val_acc, epoch, num_classes, check_after, stuck):
-    if stuck:
-        with pytest.raises(StuckAtChance, match=rf"chance level .* after epoch {epoch}.*optimizer\.lr"):
-            check_chance(val_acc, epoch, num_classes, divergence(check_after))
+def test_only_accuracy_within_the_margin_of_chance_is_judged(val_acc, epoch, num_classes, check_after, judged):
+    history = [{"epoch": epoch, "train/loss": 100.0, "val/loss": 100.0, "val/acc": val_acc, "grad_norm": 1.0}]
+    if judged:
+        with pytest.raises(StuckAtChance, match=rf"chance level .* after epoch {epoch}"):
+            check_progress(history, num_classes, divergence(check_after))
     else:
-        check_chance(val_acc, epoch, num_classes, divergence(check_after))
+        assert check_progress(history, num_classes, divergence(check_after)) is None
+
+
+def test_a_too_slow_run_finishes_with_a_warning_tag(compose, mlflow_store, experiment_name):
+    cfg = compose(*QUICK, "optimizer.lr=1e-4", "train.epochs=2", *mlflow_store.overrides(experiment_name))
+    result = train(cfg)
+    assert result.status == "finished"
+    run = mlflow_store.only_run(experiment_name)
+    assert run.info.status == "FINISHED" and "learns too slowly" in run.data.tags["nnlab.warning"]
 
 
 def test_interrupt_closes_the_run_as_killed_with_the_last_weights(

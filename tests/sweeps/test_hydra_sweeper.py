@@ -40,7 +40,15 @@ def test_a_sweep_config_selects_the_sweeper_and_its_jobs_are_tracked(store, name
     assert "sweep_trial.number" in job.data.tags["nnlab.overrides"]  # the job's own Hydra overrides
     assert job.data.params["sweep_trial.study"] == name
     assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1", "2"]
-    assert f"--tracking-dir {store.dir}" in output  # the report hint reads the runs of this store
+    # the closing hint works as printed, from anywhere: the study recorded where its runs are
+    (hint,) = [
+        line.split("report: ", 1)[1] for line in output.splitlines() if "report: python -m sweeps.report" in line
+    ]
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    shown = subprocess.run([*hint.split(), "--out", str(out)], cwd=out, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert job.info.run_id in (out / "report.md").read_text()
 
 
 def check_four(store, name) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 
 from sweeps import report
 from sweeps.trial import Reporter
@@ -106,3 +108,47 @@ def test_plain_hydra_multiruns_keep_working(store, name):
     runs = store.runs(name)
     assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.01", "0.1"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_the_report_reads_the_store_the_study_recorded_and_refuses_another_sweeps_runs(store, name, tmp_path):
+    assert multirun("sweep=digits_smoke", *store.args(name)) == 0
+    study = store.study(name)
+    journal = str(store.dir / "optuna" / f"{name}.log")
+    _, children = split_runs(store.runs(name))
+    # no --tracking-* given, from another directory: the store and experiment the study recorded
+    out = tmp_path / "report"
+    assert report.main(["--study", name, "--storage", journal, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert children[study.best_trial.number].info.run_id in text
+    assert all(t.user_attrs["mlflow_run_id"] == children[t.number].info.run_id for t in study.trials)
+
+    # a sweep of the same name tracked in another store: its runs are not this study's
+    other = tmp_path / "other-store"
+    others = [*[a for a in store.args(name) if not a.startswith("tracking.dir=")], f"tracking.dir={other}"]
+    assert multirun("sweep=digits_smoke", *others) == 0
+    code = report.main(["--study", name, "--storage", journal, "--tracking-dir", str(other), "--experiment", name])
+    assert code == 2
+
+
+def test_the_parents_best_tags_follow_the_best_trial_after_a_rerun_fixes_a_key(store, name):
+    from omegaconf import OmegaConf
+
+    from sweeps.parent import Parent
+
+    study = optuna.create_study(study_name=name, direction="maximize")
+    lr, momentum = FloatDistribution(1e-3, 1.0, log=True), FloatDistribution(0.5, 0.99)
+    params = {"optimizer.lr": 0.407, "optimizer.momentum": 0.9}
+    study.add_trial(
+        create_trial(params=params, distributions={"optimizer.lr": lr, "optimizer.momentum": momentum}, value=0.5)
+    )
+    parent = Parent(OmegaConf.create({"uri": store.uri, "dir": str(store.dir), "experiment": name}), name)
+    parent.summarize(study, "val/acc")
+    tags = store.client.get_run(parent.run_id).data.tags
+    assert (tags["best.optimizer.lr"], tags["best.optimizer.momentum"]) == ("0.407", "0.9")
+    # the rerun fixed optimizer.momentum on the command line: its trials sample only the learning rate
+    study.add_trial(create_trial(params={"optimizer.lr": 0.1}, distributions={"optimizer.lr": lr}, value=0.8))
+    parent.summarize(study, "val/acc")
+    tags = store.client.get_run(parent.run_id).data.tags
+    best = {k.removeprefix("best."): v for k, v in tags.items() if k.startswith("best.") and k != "best.trial"}
+    assert best == {"optimizer.lr": "0.1"} and tags["best.trial"] == "1"
+    assert store.client.get_run(parent.run_id).data.metrics["best/val/acc"] == 0.8
