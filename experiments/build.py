@@ -8,17 +8,20 @@ constructor it goes to (``nn.checks.ArgumentError`` names the argument); ``parts
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import nn
-from experiments.schema import ConfigError, require
+from experiments.schema import Config, ConfigError, require
 from nn.checks import ArgumentError
 from nn.data import Dataset
 from nn.network import check_mlp
@@ -38,7 +41,20 @@ def network(
     rng: np.random.Generator | None = None,
     dtype=np.float32,
 ) -> nn.Network:
-    """``input_dim -> hidden... -> num_classes`` MLP; the target of every ``model`` config."""
+    """``input_dim -> hidden... -> num_classes`` MLP; the target of every ``model`` config.
+
+    Refuses (``ConfigError`` on ``model.hidden``) a network whose weights, gradients and optimizer state
+    would not fit in the memory this machine has available, before allocating any of it."""
+    sizes = [input_dim, *hidden, num_classes]
+    need = 4 * np.dtype(dtype).itemsize * sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    have = available_memory()
+    require(
+        have is None or need < have,
+        "model.hidden",
+        list(hidden),
+        f"small enough to fit: weights, gradients and optimizer state need {need / 2**30:.1f} GiB and this machine "
+        f"has {(have or 0) / 2**30:.1f} GiB available",
+    )
     return nn.mlp(
         [input_dim, *hidden, num_classes],
         activation=activation,
@@ -48,6 +64,17 @@ def network(
         rng=rng,
         dtype=dtype,
     )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def key_of(node: DictConfig, group: str, name: str) -> str:
@@ -75,13 +102,31 @@ def naming(group: str, node: DictConfig) -> Iterator[None]:
         if isinstance(cause, ValueError):  # DataError: a missing or malformed file
             raise cause from None
         if isinstance(cause, TypeError):  # an argument the target does not take
+            target = OmegaConf.select(node, "_target_")
+            unknown = [k for k in node if not str(k).startswith("_") and k not in arguments(target)]
             raise ConfigError(
-                f"{group} ({OmegaConf.select(node, '_target_')}): {cause}. "
-                f"Remove the key or check its spelling (python experiments/run.py --cfg job shows the {group} node)."
+                f"{group} ({target}): {cause}. {unknown_message(group, unknown, arguments(target))}"
             ) from cause
         raise
     except ArgumentError as err:
         raise ConfigError(rejected(group, node, err)) from err
+
+
+def arguments(target: str) -> list[str]:
+    """The keyword arguments the ``_target_`` takes (its config keys)."""
+    try:
+        return [p for p in inspect.signature(get_object(target)).parameters if p not in ("self", "args", "kwargs")]
+    except (ImportError, ValueError, TypeError):
+        return []
+
+
+def unknown_message(where: str, unknown: list[str], valid: list[str]) -> str:
+    """'Unknown key(s) ... valid keys: ...; did you mean ...?' for keys given but not taken."""
+    hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, valid, n=1)) else k for k in unknown]
+    return (
+        f"Unknown key(s) in {where}: {', '.join(hints) or '?'}. Valid keys there: {', '.join(valid)}. "
+        "Remove the key or fix its spelling."
+    )
 
 
 def rejected(group: str, node: DictConfig, err: ArgumentError) -> str:
@@ -129,9 +174,32 @@ def augmenter(parts: Parts, dataset: Dataset) -> nn.Augmenter | None:
     return None if parts.make_augmenter is None else parts.make_augmenter(image_shape=list(dataset.image_shape))
 
 
+def check_keys(node: DictConfig, schema: DictConfig, prefix: str = "") -> None:
+    """Every key of a typed part of the config exists in its schema: ``+train.epoch=3`` (a typo that Hydra's
+    ``+`` lets in) is refused naming the valid keys. Untyped nodes (the groups with a ``_target_``, whose
+    class checks its own arguments, and ``tracking.tags``) are not walked."""
+    unknown = [key for key in node if key not in schema]
+    if unknown:
+        raise ConfigError(unknown_message(prefix.rstrip(".") or "the root config", unknown, list(schema)))
+    for key in node:
+        child, typed = node[key], schema[key] if key in schema else None
+        if isinstance(child, DictConfig) and isinstance(typed, DictConfig) and len(typed) and key != "tags":
+            check_keys(child, typed, f"{prefix}{key}.")
+
+
 def check_settings(cfg: DictConfig) -> None:
-    """The values of ``train``, ``seed`` and ``tracking``, which configure the loop rather than an object."""
+    """The keys of the typed nodes, and the values of ``train``, ``seed`` and ``tracking``, which configure the
+    loop rather than an object."""
+    check_keys(cfg, OmegaConf.structured(Config))
     train, tracking = cfg.train, cfg.tracking
+    schedule = cfg.get("schedule")
+    if schedule is not None and schedule.get("_target_") == "nn.Warmup":
+        require(
+            schedule.epochs < train.epochs,
+            "schedule.epochs",
+            schedule.epochs,
+            f"shorter than the run (train.epochs={train.epochs}): the warm-up leaves no epochs for the next schedule",
+        )
     require(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     require(train.epochs >= 1, "train.epochs", train.epochs, ">= 1")
     require(train.batch_size is None or train.batch_size >= 1, "train.batch_size", train.batch_size, "null or >= 1")

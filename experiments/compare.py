@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments import tracking
+from experiments.store import StoreError, open_store
 
 DEFAULT_METRICS = ("test/acc", "test/loss", "val/acc", "train/acc")
 HISTORY_METRIC = "val/acc"
@@ -256,6 +257,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tracking_uri = tracking.tracking_uri(args.tracking_uri)
+    try:
+        open_store(tracking_uri, create=False)
+    except StoreError as err:
+        print(f"compare: {err}", file=sys.stderr)
+        return 2
     try:
         table = compare_runs(
             tracking_uri, args.experiments or ["nnlab"], args.runs, args.filter, args.metrics, args.max_runs

@@ -39,11 +39,20 @@ class InputError(Exception):
 # -- images --------------------------------------------------------------------------------------
 
 
+MAX_PIXELS = 25_000_000  # a 5000x5000 photo; its float64 copies stay under a gigabyte
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Grey levels in [0, 1], shape (H, W), of an image file; transparent areas become background."""
     path = Path(path)
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > MAX_PIXELS:
+                raise InputError(
+                    f"{path}: the image is {width}x{height} pixels, more than the {MAX_PIXELS // 10**6} million this "
+                    "reads (decoding it would take gigabytes); a digit needs far fewer. Scale it down or crop it."
+                )
             image = ImageOps.exif_transpose(image)
             image.load()
     except FileNotFoundError:
@@ -202,10 +211,13 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
             "here and MLFLOW_TRACKING_URI is unset. Pass --tracking-uri sqlite:///path/to/mlruns/mlflow.db "
             "(or http://host:port of a tracking server)."
         )
-    if tracking_uri and tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():  # MLflow would quietly create an empty store there
-            raise InputError(f"--tracking-uri {tracking_uri}: there is no MLflow store at {db}.")
+    if tracking_uri:
+        from experiments.store import StoreError, open_store
+
+        try:  # in seconds: an unreachable server, or a path where MLflow would quietly create an empty store
+            open_store(tracking_uri, create=False)
+        except StoreError as err:
+            raise InputError(f"--tracking-uri {tracking_uri}: {err}") from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -18,8 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from experiments.runs import RunError, get_run, logged_config, parse_run_arguments, tracking_uri_or_default
 from experiments.schema import ConfigError
+from experiments.store import StoreError
 from experiments.tracking import environment_tags
-from experiments.train import RunFailed, train
+from experiments.train import RunFailed, run_command, train
 from nn.data import DataError
 
 log = logging.getLogger("nnlab")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_run_arguments(__doc__.splitlines()[0], argv)
     try:
         new_id, metrics = reproduce(args.run_id, args.tracking_uri)
-    except (RunError, ConfigError, DataError) as err:
+    except (RunError, ConfigError, StoreError, DataError) as err:
         print(f"reproduce: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:
@@ -80,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -25,7 +25,8 @@ from experiments.runs import (
     tracking_uri_or_default,
 )
 from experiments.schema import ConfigError
-from experiments.train import Resume, RunFailed, TrainResult, train
+from experiments.store import StoreError
+from experiments.train import Resume, RunFailed, TrainResult, run_command, train
 from nn.data import DataError
 
 log = logging.getLogger("nnlab")
@@ -40,7 +41,14 @@ def resume(run_id: str, tracking_uri: str | None = None) -> TrainResult:
         raise RunError(f"run {run_id} already finished; there is nothing to resume. Use reproduce.py to re-run it.")
     cfg = logged_config(client, run_id, uri)
     with tempfile.TemporaryDirectory() as tmp:
-        state_file, epoch = latest_training_state(client, run_id, Path(tmp))
+        try:
+            state_file, epoch = latest_training_state(client, run_id, Path(tmp))
+        except RunError as err:
+            if run.info.status == "RUNNING":  # killed before its first state: nothing else would close it
+                client.set_tag(run_id, "nnlab.failure_reason", f"not resumable: {err}")
+                client.set_terminated(run_id, "FAILED")
+                raise RunError(f"{err} The run is now closed as FAILED.") from err
+            raise
         log.info("resuming run %s after epoch %d of %d", run_id, epoch, cfg.train.epochs)
         return train(cfg, resume=Resume(run_id, state_file))
 
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_run_arguments(__doc__.splitlines()[0], argv)
     try:
         resume(args.run_id, args.tracking_uri)
-    except (RunError, ConfigError, DataError) as err:
+    except (RunError, ConfigError, StoreError, DataError) as err:
         print(f"resume: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:
@@ -59,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -15,7 +15,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from experiments.schema import ConfigError
-from experiments.train import RunFailed, train
+from experiments.store import StoreError
+from experiments.train import RunFailed, run_command, train
 from nn.data import DataError
 
 log = logging.getLogger("nnlab")
@@ -26,7 +27,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: also found when
 def main(cfg: DictConfig) -> float:
     try:
         return train(cfg).objective
-    except (ConfigError, DataError) as err:
+    except (ConfigError, StoreError, DataError) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         log.error("%s", err)
@@ -40,8 +41,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # the run or trial in progress is already closed (KILLED, or failed and queued)
-        log.warning("interrupted: a run is closed as KILLED; rerun the same command to resume a sweep")
-        sys.exit(130)
+    run_command(main)

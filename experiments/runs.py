@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import Config
+from experiments.store import open_store
 from experiments.tracking import tracking_uri
 from nn.serialization import ModelFileError, load_training_state
 
@@ -85,5 +86,6 @@ def parse_run_arguments(description: str, argv: list[str] | None) -> argparse.Na
 def tracking_uri_or_default(uri: str | None) -> str:
     """``experiments.tracking.tracking_uri``, also made MLflow's current store."""
     uri = tracking_uri(uri)
+    open_store(uri, create=False)  # a mistyped path is an error, not a new empty store
     mlflow.set_tracking_uri(uri)
     return uri

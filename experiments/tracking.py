@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import tempfile
 import warnings
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import nn
 from experiments import figures
+from experiments.store import resolve_store
 from nn.data import Dataset
 from nn.serialization import architecture, training_snapshot, write
 
@@ -40,19 +42,6 @@ def tracking_uri(uri: str | None = None) -> str:
     """The store a command reads: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else
     ``sqlite:///<cwd>/mlruns/mlflow.db`` (where ``run.py`` tracks by default)."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve()}"
-
-
-def resolve_store(tracking: DictConfig) -> tuple[str, str | None]:
-    """(tracking URI, artifact location for new experiments or None to let the server choose) of a run:
-    ``tracking.uri``, else SQLite at ``<tracking.dir>/mlflow.db``.
-
-    Not ``$MLFLOW_TRACKING_URI``: MLflow 3's ``set_tracking_uri`` writes that variable, so in a process
-    that trains twice (a notebook, a sweep, the tests) the first run's store would capture the second."""
-    if tracking.uri:
-        return str(tracking.uri), None
-    root = Path(tracking.dir).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
@@ -104,6 +93,45 @@ def run_name(overrides: list[str]) -> str:
     return " ".join(shown) if shown else "defaults"
 
 
+def process_tags() -> dict[str, str]:
+    """The host and process that hold a run open: how a later command tells a run orphaned by SIGKILL."""
+    return {"nnlab.host": socket.gethostname(), "nnlab.pid": str(os.getpid())}
+
+
+def close_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Close as FAILED the RUNNING runs of this host whose process is gone (SIGKILL, out of memory, a
+    power cut): nothing else would ever close them. Returns their ids."""
+    host, closed = socket.gethostname(), []
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`nnlab.host` = '{host}'"
+    )
+    for run in runs:
+        if "nnlab.trial" in run.data.tags:  # a sweep's trial: the sweep's heartbeats fail it, with their reason
+            continue
+        pid = int(run.data.tags.get("nnlab.pid", "0"))
+        if pid <= 0 or pid == os.getpid() or process_alive(pid):
+            continue
+        reason = (
+            f"its process (pid {pid} on {host}) ended without closing it: killed (SIGKILL, out of memory) or "
+            "crashed. Closed by the next command that opened this store; resume.py continues it from its last state."
+        )
+        client.set_tag(run.info.run_id, "nnlab.failure_reason", reason)
+        client.set_terminated(run.info.run_id, "FAILED")
+        closed.append(run.info.run_id)
+        log.warning("closed orphaned run %s as FAILED: %s", run.info.run_id, reason)
+    return closed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def environment_tags() -> dict[str, str]:
     """Git commit and dirty flag, NumPy and BLAS versions, Python and machine."""
     tags = {"numpy.version": np.__version__, "python.version": platform.python_version()}
@@ -142,7 +170,7 @@ class NullTracker:
     def prune(self, reason: str, epoch: int) -> None:
         pass
 
-    def kill(self, network, epoch: int) -> None:
+    def kill(self, network, epoch: int, reason: str = "") -> None:
         pass
 
     def warn(self, message: str) -> None:
@@ -179,13 +207,15 @@ class MlflowTracker:
 
         Once the run exists, ``run_id`` is set: a failure after that is closed by ``fail``."""
         cfg, tracking = self.cfg, self.cfg.tracking
-        self.uri, artifact_location = resolve_store(tracking)
+        self.uri, artifact_location = resolve_store(tracking)  # checked by train() before the data was read
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         experiment = experiment_id(self.client, tracking.experiment, artifact_location)
+        close_orphans(self.client, experiment)
         name = tracking.run_name or run_name(self.overrides)
         tags = (
             environment_tags()
+            | process_tags()
             | {
                 "nnlab.overrides": " ".join(self.overrides),
                 "dataset.name": self.dataset.name,
@@ -204,7 +234,7 @@ class MlflowTracker:
             )
         self.run_id = run.info.run_id
         if self.resume_run_id is not None:
-            mlflow.set_tag("nnlab.resumed_from_epoch", str(self.resumed_epochs))
+            mlflow.set_tags({"nnlab.resumed_from_epoch": str(self.resumed_epochs)} | process_tags())
         else:
             self._log_start()
 
@@ -315,13 +345,11 @@ class MlflowTracker:
         if self._open():
             mlflow.set_tag("nnlab.warning", message[:5000])
 
-    def kill(self, network: nn.Network, epoch: int) -> None:
-        """Ctrl-C: keep what was logged, store the last weights, close the run as KILLED."""
+    def kill(self, network: nn.Network, epoch: int, reason: str = "interrupted (Ctrl-C)") -> None:
+        """Ctrl-C or SIGTERM: keep what was logged, store the last weights, close the run as KILLED."""
         if self.policy != "none" and self._open():
             self._checkpoint(network, "last.npz")
-        self._end(
-            "KILLED", {"nnlab.failure_reason": "interrupted (KeyboardInterrupt)", "nnlab.failed_epoch": str(epoch)}
-        )
+        self._end("KILLED", {"nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
 
     def _end(self, status: str, tags: dict[str, str]) -> None:
         """Tag the run, if it was opened, and close it with ``status`` whatever happens."""

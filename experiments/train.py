@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import signal
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +23,7 @@ from tqdm import tqdm
 import nn
 from experiments import build, figures
 from experiments.callbacks import Callback, Pruned
+from experiments.store import open_store, resolve_store
 from experiments.tracking import MlflowTracker, NullTracker, browse_hint
 from nn.serialization import load_training_state
 
@@ -71,6 +75,35 @@ class RunFailed(RuntimeError):
         return f"The run failed: {self}. {where}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, a cluster scheduler), raised by ``terminate`` and handled as Ctrl-C."""
+
+
+def terminate(signum, frame) -> None:
+    """The SIGTERM handler of the entry points: stop where Ctrl-C would."""
+    raise Terminated()
+
+
+def interruption(err: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted (Ctrl-C)"
+
+
+def run_command(main: Callable[[], int | None]) -> NoReturn:
+    """Run an entry point's ``main`` with SIGTERM handled as Ctrl-C; either ends in one line on stderr and
+    exit code 143 (SIGTERM) or 130 (Ctrl-C), the run in progress already closed as KILLED."""
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        code = main()
+    except KeyboardInterrupt as err:
+        print(
+            f"{interruption(err)}: the run in progress is closed as KILLED with its last weights "
+            "(python experiments/resume.py <run id> continues it); rerun a sweep's command to resume the sweep.",
+            file=sys.stderr,
+        )
+        sys.exit(143 if isinstance(err, Terminated) else 130)
+    sys.exit(code or 0)
+
+
 class StuckAtChance(RuntimeError):
     """Validation accuracy stayed at chance level: the run diverged without a non-finite loss."""
 
@@ -90,10 +123,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
     run as pruned. ``resume`` continues an interrupted run in place from its last training-state file
     (see ``experiments/resume.py``).
 
-    Raises ``ConfigError`` or ``DataError`` before anything is tracked; ``RunFailed`` when training or
+    Raises ``ConfigError``, ``StoreError`` or ``DataError`` before anything is tracked; ``RunFailed`` when training or
     logging raises (the run closed as FAILED); Ctrl-C closes the run as KILLED with the last weights kept.
     """
     parts = build.parts(cfg)
+    if cfg.tracking.enabled:
+        open_store(resolve_store(cfg.tracking)[0])
     dtype = np.dtype(cfg.train.dtype)
     dataset = build.call("dataset", cfg.dataset, seed=cfg.seed, dtype=dtype)
     augmenter = build.augmenter(parts, dataset)
@@ -174,9 +209,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
         log.info("pruned at epoch %d: %s", epoch, err)
         tracker.prune(str(err), epoch)
         return TrainResult(tracker.run_id, "pruned", str(err), history, {}, float("nan"))
-    except KeyboardInterrupt:
-        log.warning("interrupted at epoch %d; run closed as KILLED with the last weights", epoch)
-        tracker.kill(network, epoch)
+    except KeyboardInterrupt as err:
+        log.warning("%s at epoch %d; run closed as KILLED with the last weights", interruption(err), epoch)
+        tracker.kill(network, epoch, interruption(err))
         raise
     except Exception as err:
         reason = f"{type(err).__name__}: {err}"

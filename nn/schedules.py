@@ -116,15 +116,18 @@ class Warmup(Schedule):
 
 class ReduceOnPlateau(Schedule):
     """Multiply the rate by ``factor`` when the validation loss has not improved by a relative
-    ``threshold`` for more than ``patience`` epochs, never below ``min_lr`` (torch ReduceLROnPlateau,
-    mode "min", threshold_mode "rel", no cooldown)."""
+    ``threshold`` for more than ``patience`` epochs, never below ``min_lr``, skipping a cut smaller than
+    ``eps`` (torch ReduceLROnPlateau, mode "min", threshold_mode "rel", no cooldown)."""
 
-    def __init__(self, factor: float = 0.1, patience: int = 10, min_lr: float = 0.0, threshold: float = 1e-4) -> None:
+    def __init__(
+        self, factor: float = 0.1, patience: int = 10, min_lr: float = 0.0, threshold: float = 1e-4, eps: float = 1e-8
+    ) -> None:
         check(in_range(factor, 0, 1, low_open=True, high_open=True), "factor", factor, "in (0, 1)")
         check(is_integer(patience) and patience >= 0, "patience", patience, "an integer >= 0 (epochs)")
         check(is_number(min_lr) and min_lr >= 0, "min_lr", min_lr, "a number >= 0")
         check(is_number(threshold) and threshold >= 0, "threshold", threshold, "a number >= 0")
-        self.factor, self.patience, self.min_lr, self.threshold = factor, patience, min_lr, threshold
+        check(is_number(eps) and eps >= 0, "eps", eps, "a number >= 0")
+        self.factor, self.patience, self.min_lr, self.threshold, self.eps = factor, patience, min_lr, threshold, eps
         self.scale, self.best, self.bad_epochs = 1.0, math.inf, 0
         self._base_lr: float | None = None
 
@@ -139,7 +142,9 @@ class ReduceOnPlateau(Schedule):
             self.bad_epochs += 1
         if self.bad_epochs > self.patience:
             base = self._base_lr if self._base_lr is not None else 1.0
-            self.scale = max(self.scale * self.factor, self.min_lr / base)
+            scale = max(self.scale * self.factor, self.min_lr / base)
+            if (self.scale - scale) * base > self.eps:  # torch skips a cut smaller than eps
+                self.scale = scale
             self.bad_epochs = 0
 
     def state_dict(self):

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.tracking import environment_tags, experiment_id, resolve_store
+from experiments.store import open_store, resolve_store
+from experiments.tracking import close_orphans, environment_tags, experiment_id, process_tags
 from sweeps.config import SweeperConf
 from sweeps.space import Space
 
@@ -52,6 +53,7 @@ class Parent:
 
     def __init__(self, tracking: DictConfig, study_name: str, run_id: str | None = None) -> None:
         self.uri, artifact_location = resolve_store(tracking)
+        open_store(self.uri)
         self.client = MlflowClient(self.uri)
         self.study_name = study_name
         self.experiment_id = experiment_id(self.client, tracking.experiment, artifact_location)
@@ -65,11 +67,13 @@ class Parent:
             max_results=1,
         )
         self.resumed = bool(found)
+        close_orphans(self.client, self.experiment_id)
         if found:
             self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
         else:
-            tags = environment_tags() | {SWEEP_TAG: study_name}
+            tags = environment_tags() | process_tags() | {SWEEP_TAG: study_name}
             self.run_id = self.client.create_run(
                 self.experiment_id, run_name=f"sweep {study_name}", tags=tags
             ).info.run_id

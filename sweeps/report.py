@@ -135,7 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     if "://" not in storage_url and not Path(storage_url).exists():
         print(f"no study storage at {storage_url}: pass --storage", file=sys.stderr)
         return 2
-    study = optuna.load_study(study_name=args.study, storage=open_storage(storage_url, heartbeat=None))
+    try:
+        study = optuna.load_study(study_name=args.study, storage=open_storage(storage_url, heartbeat=None))
+    except (UnicodeDecodeError, ValueError, KeyError) as err:  # not a journal, or no such study in it
+        print(
+            f"cannot read study {args.study!r} from {storage_url} ({type(err).__name__}: {err}): pass the journal file "
+            "(<tracking.dir>/optuna/<study>.log) or database URL the sweep used, with --storage.",
+            file=sys.stderr,
+        )
+        return 2
     recorded = study.user_attrs.get(TRACKING_ATTR) or {}
     given = args.tracking_uri or args.tracking_dir
     uri = args.tracking_uri or (None if given else recorded.get("uri"))

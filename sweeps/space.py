@@ -97,6 +97,8 @@ def distribution(override: Override) -> BaseDistribution:
     if isinstance(sweep, IntervalSweep):
         if sweep.start >= sweep.end:
             raise ConfigError(f"{key}: interval({sweep.start}, {sweep.end}) is empty.")
+        if log and sweep.start <= 0:
+            raise ConfigError(f"{key}: tag(log, interval({sweep.start}, {sweep.end})) needs a lower bound above 0.")
         return FloatDistribution(sweep.start, sweep.end, log=log)
     if isinstance(sweep, RangeSweep):
         start, stop, step = sweep.start, sweep.stop, 1 if sweep.step is None else sweep.step
@@ -104,6 +106,8 @@ def distribution(override: Override) -> BaseDistribution:
             high = start + step * ((stop - start - 1) // step)
             if high < start:
                 raise ConfigError(f"{key}: range({start}, {stop}, {step}) is empty.")
+            if log and start <= 0:
+                raise ConfigError(f"{key}: tag(log, range({start}, {stop})) needs a lower bound above 0.")
             return IntDistribution(start, high, log=log, step=1 if log else step)
         count = math.ceil((stop - start) / step - 1e-9)
         if count < 1:

@@ -143,7 +143,8 @@ def construct(kind: str, cls: type, kwargs: dict[str, Any], options: dict[str, d
 
 def budget(conf: SweeperConf, space: Space) -> int:
     """``n_trials``, or fewer when the grid sampler's grid is smaller."""
-    if not issubclass(get_class(conf.sampler["_target_"]), optuna.samplers.GridSampler):
+    sampler_class = target_class("sampler", conf.sampler["_target_"], optuna.samplers.BaseSampler)
+    if not issubclass(sampler_class, optuna.samplers.GridSampler):
         return conf.n_trials
     size = 1
     for values in space.grid().values():

@@ -39,7 +39,8 @@ class NnlabOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         from sweeps import config
 
-        self.conf = config.settings(settings)
+        with refusals():
+            self.conf = config.settings(settings)
         self.config: DictConfig | None = None
         self.launcher = None
 
@@ -59,6 +60,10 @@ class NnlabOptunaSweeper(Sweeper):
         return len(os.sched_getaffinity(0)) if n_jobs is None or n_jobs < 1 else int(n_jobs)
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        with refusals():
+            return self.run_sweep(arguments)
+
+    def run_sweep(self, arguments: list[str]) -> list[JobReturn]:
         from experiments.schema import ConfigError
         from experiments.tracking import flatten
         from sweeps.config import default_storage, direction
@@ -199,6 +204,19 @@ class NnlabOptunaSweeper(Sweeper):
                 raise
         if any(codes):
             log.error("worker exit codes: %s", codes)
+
+
+@contextlib.contextmanager
+def refusals():
+    """A bad sweep setting or store ends the command with its one-paragraph message and exit code 2."""
+    from experiments.schema import ConfigError
+    from experiments.store import StoreError
+
+    try:
+        yield
+    except (ConfigError, StoreError) as err:
+        log.error("%s", err)
+        sys.exit(2)
 
 
 def summary(study, objective: str) -> None:

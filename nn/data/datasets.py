@@ -412,7 +412,13 @@ def load_dataset(
     split_rng, subset_rng = (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(2))
     labels = raw.pool[1]
     test_fraction = DIGITS_TEST_FRACTION if name == "digits" else None
-    train_idx, val_idx, test_idx = _partition(labels, split, val_fraction, test_fraction, split_rng)
+    try:
+        train_idx, val_idx, test_idx = _partition(labels, split, val_fraction, test_fraction, split_rng)
+    except DataError as err:  # too few rows for the split: say which data and which option
+        raise DataError(
+            f"{name} data from {raw.files[0] if raw.files else raw.source} ({len(labels)} labelled rows): {err} "
+            f"The split takes val_fraction={val_fraction} (the config key dataset.val_fraction) of them for validation."
+        ) from None
 
     def make(source: tuple[np.ndarray, np.ndarray], indices: np.ndarray | None) -> Split:
         return _make_split(*source, indices, subset, subset_rng, raw.max_pixel, np_dtype)

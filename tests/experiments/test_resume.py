@@ -120,3 +120,27 @@ def test_reproduce_notes_code_that_differs():
     assert any("git commit aaa" in note and "bbb" in note for note in notes)
     assert any("dirty" in note for note in notes)
     assert reproduce_cmd.differences({"mlflow.source.git.commit": "a"}, {"mlflow.source.git.commit": "a"}) == []
+
+
+@pytest.mark.parametrize("epochs", [3, 4])
+def test_resume_takes_the_newest_training_state_whichever_file_holds_it(
+    epochs, compose, mlflow_store, experiment_name, tmp_path
+):
+    """States alternate between resume_a.npz and resume_b.npz: interrupted after 3 epochs the newest is in one,
+    after 4 in the other; the state picked is the newest either way."""
+    from experiments.callbacks import Callback
+    from experiments.runs import latest_training_state
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, epoch, metrics, run_id):
+            if epoch == epochs:
+                raise KeyboardInterrupt
+
+    cfg = compose("dataset=digits", "model=mlp128", "train.epochs=9", "train.progress=false",
+                  "tracking.log_model=false", *mlflow_store.overrides(experiment_name))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Interrupt()])
+    run_id = mlflow_store.only_run(experiment_name).info.run_id
+    names = {a.path for a in mlflow_store.client.list_artifacts(run_id, "checkpoints")}
+    assert {"checkpoints/resume_a.npz", "checkpoints/resume_b.npz"} <= names
+    assert latest_training_state(mlflow_store.client, run_id, tmp_path)[1] == epochs

@@ -494,3 +494,52 @@ def test_same_seed_gives_the_same_objective_and_weights(compose):
     assert first.network is not second.network and same_params(first.network.params, second.network.params)
     other = run_train(compose(*overrides, "seed=1"))
     assert not same_params(first.network.params, other.network.params)
+
+
+def test_logged_losses_and_confusion_matrices_match_an_independent_computation(
+    compose, mlflow_store, experiment_name, tmp_path
+):
+    """train/loss is the mean over examples (not batches), and the logged confusion matrices have true labels
+    as rows: both recomputed here from the final network, which a learning rate of 1e-12 leaves as it was."""
+    cfg = compose(
+        *QUICK,
+        "train.epochs=1",
+        "optimizer.lr=1e-12",
+        "tracking.log_model=false",
+        *mlflow_store.overrides(experiment_name),
+    )
+    result = train(cfg)
+    run = mlflow_store.only_run(experiment_name)
+    network = nn.load(mlflow_store.download(run.info.run_id, "checkpoints/last.npz", tmp_path))
+    dataset = nn.data.load_dataset("digits", seed=0)
+    loss, accuracy = network.evaluate(dataset.train.X, dataset.train.y)
+    assert result.history[0]["train/loss"] == pytest.approx(loss, rel=1e-4)
+    assert run.data.metrics["train/acc"] == pytest.approx(accuracy, abs=1e-6)
+    for split, path in (("val", "confusion/val_epoch_001.json"), ("test", "confusion/test.json")):
+        part = getattr(dataset, split)
+        expected = np.zeros((10, 10), dtype=int)
+        np.add.at(expected, (part.y, network.predict(part.X)), 1)
+        logged = json.loads(mlflow_store.download(run.info.run_id, path, tmp_path / split).read_text())
+        assert np.array_equal(np.array(logged["counts"]), expected), split
+        assert not np.array_equal(expected, expected.T)  # a transposed matrix would differ
+
+
+def test_the_trainer_gets_the_configured_optimizer_clipper_and_augmenter(compose, monkeypatch):
+    """The wiring from config to the training loop, checked on the objects the Trainer receives: a
+    clipper, weight decay or augmenter dropped on the way (as ``clipping=`` once was) fails here."""
+    seen = {}
+    original = nn.Trainer.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen["trainer"] = self
+
+    monkeypatch.setattr(nn.Trainer, "__init__", spy)
+    cfg = compose(*QUICK, "train.epochs=1", "tracking=none", "clipping=value", "clipping.value=0.5",
+                  "optimizer.weight_decay=0.01", "augment=affine", "train.batch_size=64")  # fmt: skip
+    train(cfg)
+    trainer = seen["trainer"]
+    assert isinstance(trainer.clipper, nn.ClipByValue) and trainer.clipper.value == 0.5
+    assert isinstance(trainer.optimizer, nn.SGD) and trainer.optimizer.weight_decay == 0.01
+    assert isinstance(trainer.augmenter, nn.Augmenter) and trainer.augmenter.image_shape == (8, 8)
+    assert trainer.batch_size == 64

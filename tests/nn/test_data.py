@@ -273,6 +273,18 @@ def test_stratified_split_is_stratified_exact_and_disjoint():
     assert np.all(np.abs(np.bincount(y[held_out], minlength=10) - expected) <= 1)
 
 
+def test_stratified_split_gives_the_leftover_to_the_largest_remainders():
+    # exact shares of 3 held out from classes of 7, 2, 1: 2.1, 0.6, 0.3 -> floors 2, 0, 0 and the one leftover
+    # goes to the largest fractional part (class 1), not to the first class nor the smallest remainder
+    y = np.repeat(np.arange(3), [7, 2, 1])
+    _, held_out = stratified_split(y, 0.3, np.random.default_rng(0))
+    assert np.bincount(y[held_out], minlength=3).tolist() == [2, 1, 0]
+    # a tie (2.5 and 1.5 from 5 and 3 of 10, total 5) goes to the lower class index
+    y = np.repeat(np.arange(3), [5, 3, 2])
+    _, held_out = stratified_split(y, 0.5, np.random.default_rng(0))
+    assert np.bincount(y[held_out], minlength=3).tolist() == [3, 1, 1]
+
+
 def test_stratified_split_is_seeded():
     y = np.arange(1000) % 7
     first = stratified_split(y, 0.3, np.random.default_rng(5))

@@ -152,6 +152,13 @@ def test_reduce_on_plateau_patience_zero_reduces_on_first_bad_epoch():
     assert observe_all(schedule, [1.0, 1.0, 1.0, 0.5]) == pytest.approx([0.1, 0.01, 0.001, 0.001])
 
 
+def test_reduce_on_plateau_skips_a_cut_smaller_than_eps_as_torch_does():
+    # BASE 0.1, factor 0.1: 1e-8 -> 1e-9 would cut 9e-9 < eps = 1e-8, so the rate stays at 1e-8 (torch's rule)
+    rates = observe_all(ReduceOnPlateau(factor=0.1, patience=0), [1.0] * 10)
+    assert rates[7] == pytest.approx(1e-8) and rates[8:] == pytest.approx([1e-8] * (len(rates) - 8))
+    assert observe_all(ReduceOnPlateau(factor=0.1, patience=0, eps=0.0), [1.0] * 10)[-1] < 1e-9
+
+
 def test_reduce_on_plateau_state_dict_round_trip():
     first = ReduceOnPlateau(factor=0.5, patience=2, min_lr=0.02, threshold=0.1)
     observe_all(first, PLATEAU_LOSSES[:6])

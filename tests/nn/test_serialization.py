@@ -69,6 +69,8 @@ def test_loaded_dropout_draws_from_given_rng(tmp_path):
     a = load(path, rng=np.random.default_rng(3)).forward(x, training=True)
     b = load(path, rng=np.random.default_rng(3)).forward(x, training=True)
     np.testing.assert_array_equal(a, b)
+    c = load(path, rng=np.random.default_rng(4)).forward(x, training=True)
+    assert not np.array_equal(a, c)  # the masks come from the generator given, not one of load's own
 
 
 def test_npz_suffix_is_appended(tmp_path):

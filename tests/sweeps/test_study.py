@@ -133,3 +133,34 @@ def test_workers_asking_at_once_meet_the_budget_exactly(tmp_path):
     trials = ask_from_processes(str(tmp_path / "shared.log"), 13)
     assert len(trials) == 13 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(13))
+
+
+def test_the_budget_lock_makes_counting_and_asking_one_step(tmp_path, monkeypatch):
+    """Four askers whose count is slowed down, so that without the lock each would see 3 trials left
+    and ask: with it, exactly the budget of 3 trials is asked for, every time."""
+    import threading
+
+    import sweeps.study as study_module
+
+    url = str(tmp_path / "locked.log")
+    open_study(settings({"study_name": "locked"}), open_storage(url, None), SPACE, "maximize")
+    counted_remaining = study_module.remaining
+
+    def slow_remaining(study, n_trials):
+        left = counted_remaining(study, n_trials)
+        time.sleep(0.3)  # another asker counts meanwhile, unless the lock holds it off
+        return left
+
+    monkeypatch.setattr(study_module, "remaining", slow_remaining)
+    conf = settings({"study_name": "locked", "n_trials": 3})
+
+    def asker():
+        study = open_study(conf, open_storage(url, conf.heartbeat), SPACE, "maximize")
+        ask(study, 3, conf.heartbeat, count=3)
+
+    threads = [threading.Thread(target=asker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(optuna.load_study(study_name="locked", storage=open_storage(url, None)).trials) == 3

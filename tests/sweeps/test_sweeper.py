@@ -96,8 +96,8 @@ def test_an_exception_in_a_trial_fails_it_with_the_reason_and_the_sweep_goes_on(
 
 
 def test_a_sweep_without_a_search_dimension_is_refused(store, name):
-    assert multirun("sweep=digits_smoke", *store.args(name), "optimizer.lr=0.1") == 1
-    assert multirun(*store.args(name), "hydra/sweeper=nnlab_optuna", "optimizer.lr=0.1") == 1
+    assert multirun("sweep=digits_smoke", *store.args(name), "optimizer.lr=0.1") == 2
+    assert multirun(*store.args(name), "hydra/sweeper=nnlab_optuna", "optimizer.lr=0.1") == 2
 
 
 def test_plain_hydra_multiruns_keep_working(store, name):

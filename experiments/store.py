@@ -1,0 +1,131 @@
+"""The MLflow store of a run: where it is, and whether it can be used, checked before any data is read.
+
+``resolve_store`` turns ``tracking.{uri,dir}`` into a tracking URI and an artifact location;
+``open_store`` checks that store in seconds (a reachable server, a real or creatable SQLite file, a
+scheme MLflow knows) and creates a new SQLite store once, under a file lock, so that processes
+starting together on an empty folder do not race on MLflow's table creation.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+DATABASES = ("postgresql", "mysql", "mssql", "oracle")
+SERVER_TIMEOUT = 10.0  # seconds an unreachable tracking server is given: the command ends within 15 s
+
+
+class StoreError(ValueError):
+    """The tracking store cannot be used; the message names it, the problem and the fix."""
+
+
+def resolve_store(tracking: DictConfig) -> tuple[str, str | None]:
+    """(tracking URI, artifact location for new experiments or None to let the server choose) of a run:
+    ``tracking.uri``, else SQLite at ``<tracking.dir>/mlflow.db``; a SQLite store keeps its artifacts in
+    ``artifacts/`` beside its database file, never in the current folder.
+
+    Not ``$MLFLOW_TRACKING_URI``: MLflow 3's ``set_tracking_uri`` writes that variable, so in a process
+    that trains twice (a notebook, a sweep, the tests) the first run's store would capture the second."""
+    uri = str(tracking.uri) if tracking.uri else f"sqlite:///{Path(tracking.dir).expanduser().resolve() / 'mlflow.db'}"
+    database = sqlite_path(uri)
+    return uri, (database.parent / "artifacts").as_uri() if database is not None else None
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+
+
+def open_store(uri: str, create: bool = True) -> None:
+    """Check the store of ``uri`` and, for a new SQLite store with ``create``, create it once under a lock;
+    raises ``StoreError`` saying what is wrong and how to fix it."""
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    fix = "Fix tracking.uri (or tracking.dir), or run with tracking=none."
+    if scheme == "sqlite":
+        open_sqlite(uri, create, fix)
+    elif scheme in ("http", "https"):
+        check_server(uri, fix)
+    elif scheme == "file" or scheme == "":
+        raise StoreError(
+            f"The tracking store {uri!r} is a plain folder, which MLflow 3 no longer accepts as a store. "
+            f"Leave tracking.uri null to use SQLite under tracking.dir, or give sqlite:///<path>/mlflow.db. {fix}"
+        )
+    elif scheme.split("+")[0] not in (*DATABASES, "databricks"):
+        raise StoreError(
+            f"The tracking store {uri!r} has a scheme MLflow does not know ({scheme}://). Use sqlite:///<file>, "
+            f"http(s)://<server>, or a database URL (postgresql://...). {fix}"
+        )
+
+
+def open_sqlite(uri: str, create: bool, fix: str) -> None:
+    path = sqlite_path(uri)
+    if path is None:
+        raise StoreError(f"The tracking store {uri!r} is not an absolute sqlite:///<path> URI. {fix}")
+    if path.is_dir():
+        raise StoreError(f"The tracking store {path} is a directory, not a SQLite file: use {path}/mlflow.db. {fix}")
+    if path.exists():
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise StoreError(
+                f"The tracking store {path} is not a SQLite database (it starts with {head[:8]!r}): it was "
+                f"overwritten or is another file. Move it away, or point tracking.dir at another folder. {fix}"
+            )
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            raise StoreError(
+                f"The tracking store {path} is read-only for this user: runs cannot be logged there. "
+                f"Make it and its folder writable, or track elsewhere. {fix}"
+            )
+        if head:
+            return
+    elif not create:
+        raise StoreError(
+            f"There is no MLflow store at {path}: pass the store the runs were logged to "
+            "(--tracking-uri sqlite:///<path>/mlflow.db, or run from the folder holding mlruns/)."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"The tracking store's folder {path.parent} cannot be created ({err}). {fix}") from err
+    if not os.access(path.parent, os.W_OK):
+        raise StoreError(f"The tracking store's folder {path.parent} is not writable for this user. {fix}")
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process creates MLflow's tables; the others wait, then find them
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_server(uri: str, fix: str) -> None:
+    """A tracking server answers its ``/health`` within ``SERVER_TIMEOUT`` seconds."""
+    deadline = time.monotonic() + SERVER_TIMEOUT
+    error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except urllib.error.HTTPError as err:  # it answers: a server, perhaps behind a proxy without /health
+            if err.code in (401, 403):
+                return
+            error = err
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            error = err
+        time.sleep(1)
+    raise StoreError(
+        f"The tracking server {uri} did not answer within {SERVER_TIMEOUT:.0f} s ({error}). Start it "
+        f"(mlflow server --host 127.0.0.1 --port <port> --backend-store-uri sqlite:///mlruns/mlflow.db), check the "
+        f"address, or leave tracking.uri null to log to the local store. {fix}"
+    )
