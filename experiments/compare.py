@@ -5,20 +5,22 @@
     python experiments/compare.py --runs 3f2a... 9c1b...          # explicit runs, from any experiment
 
 The table lists each run's name, status and start time, the parameters whose values differ between
-the selected runs (parameters equal in all of them are left out) and the requested metrics (their
-last value). It is printed as Markdown and saved as ``comparison.md``, ``comparison.csv`` and a plot
-``comparison.png`` in ``--out``.
+the selected runs (parameters equal in all of them, and the bookkeeping ``tracking.*`` ones, are left
+out) and the requested metrics (their last value); sweeps' parent runs are left out unless
+``--parents``. ``--sort METRIC`` puts the best first; ``--group-by PARAM`` adds one row per value of
+PARAM with each metric's mean ± std over its runs (seeds), as ``groups.md``/``groups.csv``. It is
+printed as Markdown and saved as ``comparison.md``, ``comparison.csv`` and a plot ``comparison.png`` in
+``--out``.
+
+    python experiments/compare.py --filter "params.model.hidden = '[1024]'" --group-by optimizer.lr --sort test/acc
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,7 @@ def compare_runs(
     filter_string: str = "",
     metrics: Sequence[str] = DEFAULT_METRICS,
     max_runs: int = 50,
+    parents: bool = False,
 ) -> pd.DataFrame:
     """One row per run, oldest first: ``run_id``, ``run`` (name), ``status``, ``start_time``, the differing
     params (short names such as ``optimizer.lr``) and ``metrics`` (NaN where a run did not log one).
@@ -57,13 +60,17 @@ def compare_runs(
     run_ids : restrict to these runs.
     filter_string : an MLflow search filter, e.g. ``"metrics.`val/acc` > 0.9 and params.seed = '0'"``.
     max_runs : keep at most this many runs, the most recently started.
+    parents : keep sweeps' parent runs too (left out by default: they train nothing).
 
     Raises
     ------
     CompareError
         The tracking store is unreachable, an experiment or run does not exist, or no run matched.
     """
-    check_reachable(tracking_uri)
+    try:
+        open_store(tracking_uri, create=False)  # in seconds: a missing database, a server that does not answer
+    except StoreError as err:
+        raise CompareError(str(err)) from err
     client = MlflowClient(tracking_uri)
     try:
         experiment_ids = _experiment_ids(client, experiments, run_ids)
@@ -75,6 +82,8 @@ def compare_runs(
         )
     except MlflowException as err:
         raise CompareError(f"Could not read runs from {tracking_uri}: {err.message}") from err
+    if not parents:
+        runs = [run for run in runs if "nnlab.sweep" not in run.data.tags]
     if not runs:
         where = f"runs {', '.join(run_ids)}" if run_ids else f"experiment(s) {', '.join(experiments)}"
         with_filter = f" with filter {filter_string!r}" if filter_string else ""
@@ -84,26 +93,6 @@ def compare_runs(
             'backticks: "metrics.`val/acc` > 0.9") or train a run first with `python experiments/run.py`.'
         )
     return comparison_table(runs_frame(runs), metrics)
-
-
-def check_reachable(tracking_uri: str) -> None:
-    """Fail fast, with a readable message, when the store behind ``tracking_uri`` cannot be reached."""
-    parsed = urlparse(tracking_uri)
-    fix = "Pass --tracking-uri (the harness writes to sqlite:///<checkout>/mlruns/mlflow.db) or train a run first."
-    if parsed.scheme == "sqlite":
-        database = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
-        if database and database != ":memory:" and not Path(database).is_file():
-            raise CompareError(f"No MLflow database at {database} (tracking URI {tracking_uri}). {fix}")
-    elif parsed.scheme in ("http", "https"):
-        try:
-            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5).close()
-        except (urllib.error.URLError, OSError) as err:
-            raise CompareError(
-                f"The tracking server {tracking_uri} is unreachable ({err}). Start it "
-                "(`mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db`) or pass another --tracking-uri."
-            ) from err
-    elif parsed.scheme in ("", "file") and not Path(parsed.path).exists():
-        raise CompareError(f"No MLflow store at {parsed.path} (tracking URI {tracking_uri}). {fix}")
 
 
 def _experiment_ids(client: MlflowClient, experiments: Sequence[str], run_ids: Sequence[str] | None) -> list[str]:
@@ -147,7 +136,7 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
 def comparison_table(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
     """Keep the run columns, the params that differ between rows (``params.`` dropped) and ``metrics``."""
     frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
-    param_columns = sorted(c for c in frame.columns if c.startswith("params."))
+    param_columns = sorted(c for c in frame.columns if c.startswith("params.") and not is_bookkeeping(c))
     differing = [c for c in param_columns if frame[c].nunique(dropna=False) > 1]
     table = frame[list(RUN_COLUMNS)].copy()
     for column in differing:
@@ -156,6 +145,44 @@ def comparison_table(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
     for metric in metrics:
         table[metric] = frame.get(f"metrics.{metric}", pd.Series(np.nan, index=frame.index)).astype(float)
     return table
+
+
+def is_bookkeeping(column: str) -> bool:
+    """Params that say where and how a run was tracked, not what it trained."""
+    return column.removeprefix("params.").startswith(("tracking.", "sweep_trial."))
+
+
+def sort_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Best first: by ``metric`` descending, or ascending for a loss; runs without it last."""
+    ascending = metric.endswith("loss")
+    return table.sort_values(metric, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def group_table(table: pd.DataFrame, key: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per value of param ``key`` in a comparison table: how many runs, and each metric's mean and
+    standard deviation (pandas' sample std, ddof 1; NaN for one run) over the runs sharing that value (seeds)."""
+    if key not in table.columns:
+        differing = [c for c in table.columns if c not in (*RUN_COLUMNS, *metrics)]
+        raise CompareError(
+            f"--group-by {key}: the runs do not differ in that param. Params that differ: {', '.join(differing)}."
+        )
+    grouped = table.assign(**{key: table[key].astype(str)}).groupby(key, sort=True)
+    result = grouped.size().rename("runs").reset_index()
+    for metric in metrics:
+        result[f"{metric} mean"] = grouped[metric].mean().to_numpy()
+        result[f"{metric} std"] = grouped[metric].std().to_numpy()
+    return result
+
+
+def mean_std_markdown(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """The grouped table with each metric as one ``mean ± std`` column, for reading."""
+    shown = table.drop(columns=[c for m in metrics for c in (f"{m} mean", f"{m} std")])
+    for metric in metrics:
+        mean, std = table[f"{metric} mean"], table[f"{metric} std"]
+        shown[metric] = [
+            "" if np.isnan(m) else f"{m:.4f}" if np.isnan(s) else f"{m:.4f} ± {s:.4f}" for m, s in zip(mean, std)
+        ]
+    return shown
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -250,6 +277,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--metrics", nargs="+", default=list(DEFAULT_METRICS), help=f"default: {' '.join(DEFAULT_METRICS)}"
     )
     parser.add_argument("--max-runs", type=int, default=50, help="default: %(default)s")
+    parser.add_argument("--sort", metavar="METRIC", help="best first by this metric (ascending for a loss)")
+    parser.add_argument(
+        "--group-by", metavar="PARAM", help="one row per value of PARAM: metrics as mean ± std over its runs (seeds)"
+    )
+    parser.add_argument("--parents", action="store_true", help="keep sweeps' parent runs (left out by default)")
     parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="default: %(default)s")
     return parser.parse_args(argv)
 
@@ -258,15 +290,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tracking_uri = tracking.tracking_uri(args.tracking_uri)
     try:
-        open_store(tracking_uri, create=False)
-    except StoreError as err:
-        print(f"compare: {err}", file=sys.stderr)
-        return 2
-    try:
         table = compare_runs(
-            tracking_uri, args.experiments or ["nnlab"], args.runs, args.filter, args.metrics, args.max_runs
+            tracking_uri,
+            args.experiments or ["nnlab"],
+            args.runs,
+            args.filter,
+            args.metrics,
+            args.max_runs,
+            args.parents,
         )
+        if args.sort:
+            table = sort_table(table, args.sort)
         histories = metric_histories(tracking_uri, table["run_id"])
+        if args.group_by:
+            grouped = group_table(table, args.group_by, args.metrics)
+            print(to_markdown(mean_std_markdown(grouped, args.metrics)))
+            args.out.mkdir(parents=True, exist_ok=True)
+            grouped.to_csv(args.out / "groups.csv", index=False)
+            (args.out / "groups.md").write_text(to_markdown(mean_std_markdown(grouped, args.metrics)))
     except CompareError as err:
         print(f"compare: {err}", file=sys.stderr)
         return 1

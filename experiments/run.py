@@ -26,7 +26,12 @@ CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: also found when
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
-        return train(cfg).objective
+        result = train(cfg)
+        if result.status == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on with NaN
+            where = f"MLflow run {result.run_id} is closed as FAILED with this reason." if result.run_id else ""
+            log.error("The run failed: %s %s", result.reason, where)
+            sys.exit(1)
+        return result.objective
     except (ConfigError, StoreError, DataError) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

@@ -114,9 +114,9 @@ def test_unknown_run_id_is_an_error(store):
 
 
 def test_unreachable_stores_are_errors(tmp_path):
-    with pytest.raises(compare.CompareError, match="No MLflow database"):
+    with pytest.raises(compare.CompareError, match="There is no MLflow store at"):
         compare.compare_runs(f"sqlite:///{tmp_path}/missing.db", ["nnlab"])
-    with pytest.raises(compare.CompareError, match="unreachable"):
+    with pytest.raises(compare.CompareError, match="did not answer within 10 s"):
         compare.compare_runs("http://127.0.0.1:9", ["nnlab"])  # port 9 (discard) refuses connections
 
 
@@ -132,3 +132,58 @@ def test_main_reads_the_store_named_by_mlflow_tracking_uri(store, tmp_path, caps
     monkeypatch.chdir(tmp_path)  # no ./mlruns here: the default store would be empty
     assert compare.main(["--experiment", "nnlab", "--out", str(tmp_path / "report")]) == 0
     assert "| high-lr |" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def seeds_store(tmp_path_factory) -> dict:
+    """Six runs: two learning rates x three seeds, with bookkeeping params that differ, and a sweep parent."""
+    root = tmp_path_factory.mktemp("mlflow-seeds")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("nnlab", artifact_location=(root / "artifacts").as_uri())
+    accuracies = {("0.1", 0): 0.91, ("0.1", 1): 0.93, ("0.1", 2): 0.92, ("0.01", 0): 0.80, ("0.01", 1): 0.84}
+    accuracies[("0.01", 2)] = 0.85
+    for i, ((lr, seed), accuracy) in enumerate(sorted(accuracies.items())):
+        run_id = log_run(client, experiment_id, f"lr={lr} seed={seed}", 1_000_000 + i, lr, accuracy)
+        client.log_batch(run_id, params=[Param("train.seed", str(seed)), Param("tracking.dir", f"/tmp/{i}")])
+    parent = client.create_run(experiment_id, run_name="sweep s", tags={"nnlab.sweep": "s"}).info.run_id
+    client.set_terminated(parent)
+    return {"uri": uri, "accuracies": accuracies, "parent": parent}
+
+
+def test_parents_and_bookkeeping_params_are_left_out_unless_asked(seeds_store):
+    table = compare.compare_runs(seeds_store["uri"], ["nnlab"])
+    assert len(table) == 6 and seeds_store["parent"] not in set(table["run_id"])
+    assert "tracking.dir" not in table.columns and {"optimizer.lr", "train.seed"} <= set(table.columns)
+    assert seeds_store["parent"] in set(compare.compare_runs(seeds_store["uri"], ["nnlab"], parents=True)["run_id"])
+
+
+def test_sort_puts_the_best_first(seeds_store):
+    table = compare.sort_table(compare.compare_runs(seeds_store["uri"], ["nnlab"]), "test/acc")
+    assert list(table["test/acc"]) == sorted(seeds_store["accuracies"].values(), reverse=True)
+    by_loss = compare.sort_table(table, "test/loss")
+    assert list(by_loss["test/loss"]) == sorted(by_loss["test/loss"])
+
+
+def test_group_by_gives_mean_and_std_over_seeds_as_pandas_computes_them(seeds_store):
+    import pandas as pd
+
+    table = compare.compare_runs(seeds_store["uri"], ["nnlab"])
+    grouped = compare.group_table(table, "optimizer.lr", ["test/acc"])
+    raw = pd.DataFrame([{"lr": lr, "acc": acc} for (lr, _), acc in seeds_store["accuracies"].items()]).groupby("lr")[
+        "acc"
+    ]
+    assert list(grouped["optimizer.lr"]) == ["0.01", "0.1"] and list(grouped["runs"]) == [3, 3]
+    assert np.allclose(grouped["test/acc mean"], raw.mean().loc[["0.01", "0.1"]])
+    assert np.allclose(grouped["test/acc std"], raw.std().loc[["0.01", "0.1"]])
+    shown = compare.mean_std_markdown(grouped, ["test/acc"])
+    assert shown["test/acc"].iloc[1] == f"{raw.mean()['0.1']:.4f} ± {raw.std()['0.1']:.4f}"
+    with pytest.raises(compare.CompareError, match="do not differ in that param"):
+        compare.group_table(table, "model.hidden", ["test/acc"])
+
+
+def test_the_command_writes_the_grouped_table(seeds_store, tmp_path, capsys):
+    args = ["--tracking-uri", seeds_store["uri"], "--group-by", "optimizer.lr", "--sort", "test/acc"]
+    assert compare.main([*args, "--out", str(tmp_path)]) == 0
+    assert "± " in (tmp_path / "groups.md").read_text() and (tmp_path / "groups.csv").exists()
+    assert "| 0.1 | 3 |" in capsys.readouterr().out

@@ -82,3 +82,13 @@ def test_cli_missing_data_exits_2_naming_the_files(tmp_path):
     lines = error_lines(done, "fashion_mnist files are missing")
     assert len(lines) == 1 and "train-images-idx3-ubyte.gz" in lines[0], done.stdout + done.stderr
     assert "Error in call to target" not in done.stdout + done.stderr
+
+
+def test_a_diverged_run_exits_1_with_its_reason(mlflow_store, experiment_name, tmp_path):
+    done = run_cli("dataset=digits", "model=mlp128", "optimizer.lr=3", "train.epochs=3", "train.progress=false",
+                   f"tracking.dir={mlflow_store.dir}", f"tracking.experiment={experiment_name}",
+                   "tracking.log_model=false", f"hydra.run.dir={tmp_path / 'out'}")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    run = mlflow_store.only_run(experiment_name)
+    assert run.info.status == "FAILED"
+    assert f"The run failed: {run.data.tags['nnlab.failure_reason']} MLflow run {run.info.run_id}" in done.stdout

@@ -162,7 +162,7 @@ def test_read_commands_do_not_create_a_store_at_a_mistyped_path(tmp_path, capsys
     for command in (resume.main, reproduce.main):
         assert command(["0" * 32, "--tracking-uri", f"sqlite:///{missing}"]) == 2
         assert "There is no MLflow store at" in capsys.readouterr().err
-    assert compare.main(["--tracking-uri", f"sqlite:///{missing}"]) == 2
+    assert compare.main(["--tracking-uri", f"sqlite:///{missing}"]) == 1
     assert "There is no MLflow store at" in capsys.readouterr().err
     assert not missing.parent.exists()
 
