@@ -76,15 +76,38 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_params(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as MLflow params (``optimizer.lr`` -> ``"0.05"``, lists as JSON), without
-    Hydra's ``_target_``/``_partial_`` keys."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    return {
-        key: json.dumps(value) if isinstance(value, list) else str(value)
-        for key, value in flat.items()
-        if key.rsplit(".", 1)[-1] not in ("_target_", "_partial_")
+CLASS_GROUPS = ("optimizer", "schedule", "clipping", "augment")  # groups whose option is a class: logged by name
+
+
+def experiment_params(cfg: DictConfig, input_dim: int, num_classes: int) -> dict[str, str]:
+    """The choices that define the experiment, as MLflow params (the whole config is the ``config.yaml``
+    artifact): the data set, the network with its numeric ``model.depth``, ``model.width`` (widest hidden
+    layer) and ``model.n_params``, each class group by class name with its arguments, batch size, epochs and
+    seed. Nothing about where or how the run is tracked."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    data, model, train = resolved["dataset"], resolved["model"], resolved["train"]
+    hidden = list(model["hidden"])
+    sizes = [input_dim, *hidden, num_classes]
+    params: dict[str, Any] = {"dataset": data["name"]}
+    defaults = {"subset": None, "split": "holdout", "standardize": False}  # shown only when changed
+    params |= {f"dataset.{k}": data[k] for k, default in defaults.items() if data.get(k, default) != default}
+    params |= {
+        "model.hidden": hidden,
+        "model.depth": len(hidden),
+        "model.width": max(hidden, default=0),
+        "model.n_params": sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:])),
     }
+    params |= {f"model.{k}": model[k] for k in ("activation", "init", "dropout", "input_dropout")}
+    for group in CLASS_GROUPS:
+        node = resolved.get(group)
+        params[group] = "none" if node is None else node["_target_"].rsplit(".", 1)[-1]
+        for key, value in flatten(node or {}).items():
+            if key.rsplit(".", 1)[-1] not in ("_target_", "_partial_"):
+                params[f"{group}.{key}"] = value
+    params |= {"train.batch_size": train["batch_size"], "train.epochs": train["epochs"], "seed": resolved["seed"]}
+    if train["dtype"] != "float32":
+        params["train.dtype"] = train["dtype"]
+    return {key: json.dumps(value) if isinstance(value, list) else str(value) for key, value in params.items()}
 
 
 def run_name(overrides: list[str]) -> str:
@@ -240,7 +263,7 @@ class MlflowTracker:
 
     def _log_start(self) -> None:
         """Params, the config, Hydra's folder and the dataset input of a new run."""
-        mlflow.log_params(config_params(self.cfg))
+        mlflow.log_params(experiment_params(self.cfg, self.dataset.train.X.shape[1], self.dataset.num_classes))
         mlflow.log_text(OmegaConf.to_yaml(self.cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild
         if self.hydra_dir is not None and self.hydra_dir.is_dir():
             mlflow.log_artifacts(str(self.hydra_dir), "hydra")

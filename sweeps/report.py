@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 from mlflow.entities import Run
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from experiments.compare import to_markdown
 
@@ -24,9 +24,12 @@ log = logging.getLogger("nnlab.sweeps")
 
 PLOTS = {
     "optimization_history": "plot_optimization_history",
+    "intermediate_values": "plot_intermediate_values",  # every trial's per-epoch value: where pruning cut
+    "slice": "plot_slice",
     "param_importances": "plot_param_importances",
     "parallel_coordinate": "plot_parallel_coordinate",
 }
+FEW_TRIALS = 20  # below this many complete trials, parameter importances are mostly noise
 
 
 def figures(study: optuna.Study, out: Path) -> list[Path]:
@@ -68,7 +71,7 @@ def trials_table(study: optuna.Study, runs: dict[int, Run] | None = None) -> pd.
             "state": t.state.name,
             "value": t.value if t.value is not None else math.nan,
             **{f"params.{k}": v for k, v in t.params.items()},
-            "epochs": max(t.intermediate_values, default=0),
+            "epochs": epochs_trained(t),
             "seconds": t.duration.total_seconds() if t.duration else math.nan,
             "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or "",
             "retry_of": t.system_attrs.get("failed_trial", ""),
@@ -79,6 +82,12 @@ def trials_table(study: optuna.Study, runs: dict[int, Run] | None = None) -> pd.
             row["test/acc"] = run.data.metrics["test/acc"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def epochs_trained(trial: FrozenTrial) -> int:
+    """Epochs a trial trained: its reports, or the epochs its run recorded (``epochs``): a run stopped as
+    diverged after an epoch trained it without reporting it."""
+    return max(max(trial.intermediate_values, default=0), int(trial.user_attrs.get("epochs", 0)))
 
 
 def markdown(study: optuna.Study, table: pd.DataFrame, top: int, images: list[Path]) -> str:
@@ -97,8 +106,15 @@ def markdown(study: optuna.Study, table: pd.DataFrame, top: int, images: list[Pa
         lines += ["", f"## Top {len(shown)}", "", to_markdown(shown[columns]).rstrip("\n")]
     failed = table[table["state"].isin(["FAIL", "PRUNED"])] if len(table) else table
     if len(failed):
-        shown = failed[["number", "state", "epochs", "reason"]]
+        params = [c for c in failed.columns if c.startswith("params.")]
+        shown = failed[["number", "state", *params, "epochs", "reason"]]  # which lr diverged?
         lines += ["", "## Pruned and failed", "", to_markdown(shown).rstrip("\n")]
+    if any(p.stem == "param_importances" for p in images) and len(complete) < FEW_TRIALS:
+        lines += [
+            "",
+            f"Parameter importances rest on {len(complete)} complete trials: below about {FEW_TRIALS} they are "
+            "mostly noise. Read them as a hint, not a ranking.",
+        ]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in images]
     return "\n".join(lines) + "\n"
 

@@ -74,6 +74,7 @@ def run(
         raise
     if result.run_id:  # also for a run that ends before its first epoch's report
         trial.set_user_attr("mlflow_run_id", result.run_id)
+    trial.set_user_attr("epochs", len(result.history))
     if result.status == "pruned":
         raise Pruned(result.reason)
     if result.status == "failed":

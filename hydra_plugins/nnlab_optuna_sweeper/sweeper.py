@@ -21,9 +21,11 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
@@ -90,6 +92,9 @@ class NnlabOptunaSweeper(Sweeper):
             parent = Parent(tracking, conf.study_name, conf.parent_run_id) if conf.parent_run_id else None
             return self.run_trials(study, space, rest, url, n_trials, parent, batch=1)
         study.set_user_attr(PRUNER_ATTR, conf.pruner)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2; optuna-dashboard shows the name
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([cfg.train.objective])
         with budget_lock(storage_of(study), conf.study_name):  # one parent run, however many sweepers start at once
             parent = Parent(tracking, conf.study_name) if cfg.tracking.enabled else None
         if parent is not None:

@@ -53,6 +53,12 @@ def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, nam
     assert f"**Best trial #{study.best_trial.number}**" in text and "ThresholdPruner" in text and "diverged" in text
     assert children[study.best_trial.number].info.run_id in text  # the top-k table links each trial to its run
     assert (out / "optimization_history.png").stat().st_size > 0 and (out / "trials.csv").exists()
+    assert (out / "intermediate_values.png").exists() and (out / "slice.png").exists()
+    failed_row = next(line for line in text.splitlines() if "| FAIL |" in line)
+    assert "| 1e+04 |" in failed_row  # the failed trial's lr is shown
+    assert by_state[TrialState.FAIL].user_attrs["epochs"] == 0  # NaN in epoch 1: no epoch completed
+    assert by_state[TrialState.COMPLETE].user_attrs["epochs"] == 2
+    assert study.metric_names == ["val/acc"]
 
 
 def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, monkeypatch):
@@ -152,3 +158,11 @@ def test_the_parents_best_tags_follow_the_best_trial_after_a_rerun_fixes_a_key(s
     best = {k.removeprefix("best."): v for k, v in tags.items() if k.startswith("best.") and k != "best.trial"}
     assert best == {"optimizer.lr": "0.1"} and tags["best.trial"] == "1"
     assert store.client.get_run(parent.run_id).data.metrics["best/val/acc"] == 0.8
+
+
+def test_a_trial_failed_after_an_epoch_counts_that_epoch():
+    # stopped as diverged after epoch 1 (at chance): the epoch was trained but never reported to the pruner
+    failed = create_trial(state=TrialState.FAIL, user_attrs={"epochs": 1})
+    assert report.epochs_trained(failed) == 1
+    pruned = create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.2, 2: 0.3})
+    assert report.epochs_trained(pruned) == 2
