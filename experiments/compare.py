@@ -219,36 +219,46 @@ def metric_histories(
 
 
 def comparison_figure(
-    table: pd.DataFrame, metric: str, histories: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    table: pd.DataFrame, metrics: Sequence[str], histories: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 ) -> Figure:
-    """Bar chart of ``metric`` per run and, when some run logged more than one step, its ``val/acc`` curves."""
-    labels = _unique_labels(table)
+    """A bar chart per metric and, when some run logged more than one step, the ``val/acc`` curves; runs are
+    labelled by the params that differ between them (``lr=0.1 seed=2``), the legend beside the curves."""
+    labels = short_labels(table, metrics)
     with_curves = any(len(steps) > 1 for steps, _ in (histories or {}).values())
-    fig = Figure(figsize=(12 if with_curves else 7, 4.5), layout="constrained")
-    axes = fig.subplots(1, 2 if with_curves else 1, squeeze=False).ravel()
-    values = table[metric].to_numpy(dtype=float)
-    bars = axes[0].bar(range(len(values)), np.nan_to_num(values), color="tab:blue")
-    axes[0].bar_label(bars, labels=["" if np.isnan(v) else f"{v:.4g}" for v in values], fontsize=7)
-    axes[0].set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=8)
-    axes[0].set_ylabel(metric)
-    axes[0].set_title(f"{metric} per run" if np.isfinite(values).any() else f"no run logged {metric}")
+    panels = len(metrics) + with_curves
+    fig = Figure(figsize=(4.2 * panels + (2.5 if with_curves else 0), 4.5), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics):
+        values = table[metric].to_numpy(dtype=float)
+        bars = ax.bar(range(len(values)), np.nan_to_num(values), color="tab:blue")
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.4g}" for v in values], fontsize=7)
+        ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=8)
+        ax.set_title(metric if np.isfinite(values).any() else f"no run logged {metric}")
     if with_curves:
+        ax = axes[-1]
         for run_id, label in zip(table["run_id"], labels, strict=True):
             if run_id in histories:
                 steps, curve = histories[run_id]
-                axes[1].plot(steps, curve, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
-        axes[1].set_xlabel("epoch")
-        axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[1].set_ylabel(HISTORY_METRIC)
-        axes[1].set_title(f"{HISTORY_METRIC} per epoch")
-        axes[1].grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
+                ax.plot(steps, curve, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{HISTORY_METRIC} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return fig
 
 
-def _unique_labels(table: pd.DataFrame) -> list[str]:
-    """Run names, with the short run id appended to names used by more than one run."""
-    names = table["run"].astype(str)
+def short_labels(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """Each run's differing params as ``key=value`` with the key's last part (``lr=0.1 seed=2``), else its
+    name; a short run id is appended to labels that would repeat."""
+    params = [c for c in table.columns if c not in (*RUN_COLUMNS, *metrics)]
+    if params:
+        names = pd.Series(
+            [" ".join(f"{c.rsplit('.', 1)[-1]}={row[c]}" for c in params) for _, row in table.iterrows()],
+            index=table.index,
+        )
+    else:
+        names = table["run"].astype(str)
     repeated = names.duplicated(keep=False)
     return [f"{n} ({i[:8]})" if r else n for n, i, r in zip(names, table["run_id"], repeated, strict=True)]
 
@@ -312,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compare: {err}", file=sys.stderr)
         return 1
     print(to_markdown(table))
-    paths = write_report(table, args.out, comparison_figure(table, args.metrics[0], histories))
+    paths = write_report(table, args.out, comparison_figure(table, args.metrics, histories))
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
 

@@ -187,7 +187,7 @@ class NullTracker:
     def finish(self, network, dataset, history, final_metrics, test) -> None:
         pass
 
-    def fail(self, reason: str, epoch: int) -> None:
+    def fail(self, reason: str, epoch: int, state: str = "crashed") -> None:
         pass
 
     def prune(self, reason: str, epoch: int) -> None:
@@ -351,17 +351,24 @@ class MlflowTracker:
             from experiments.pyfunc import log_model
 
             log_model(network, dataset.train.X[:5])
-        self._close("FINISHED")
+        best = f"best validation accuracy {final['val/best_acc']:.4f} at epoch {final['best_epoch']}"
+        result = (
+            f"test accuracy {final['test/acc']:.4f} (loss {final['test/loss']:.4f}), " if "test/acc" in final else ""
+        )
+        self._end("FINISHED", {"nnlab.state": "finished"}, f"Finished after {len(history)} epochs: {result}{best}.")
 
     def _figure(self, fig, path: str) -> None:
         self.client.log_figure(self.run_id, fig, path)
 
-    def fail(self, reason: str, epoch: int) -> None:
-        self._end("FAILED", {"nnlab.failure_reason": reason[:5000], "nnlab.failed_epoch": str(epoch)})
+    def fail(self, reason: str, epoch: int, state: str = "crashed") -> None:
+        """Closed as FAILED; ``state`` (tag ``nnlab.state``) tells a diverged run from one that crashed."""
+        tags = {"nnlab.state": state, "nnlab.failure_reason": reason[:5000], "nnlab.failed_epoch": str(epoch)}
+        self._end("FAILED", tags, f"{state.capitalize()} in epoch {epoch}: {reason}")
 
     def prune(self, reason: str, epoch: int) -> None:
         """A sweep's pruner stopped the run: closed as KILLED with ``nnlab.state=pruned``."""
-        self._end("KILLED", {"nnlab.state": "pruned", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
+        tags = {"nnlab.state": "pruned", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)}
+        self._end("KILLED", tags, f"Pruned at epoch {epoch}: {reason}")
 
     def warn(self, message: str) -> None:
         """A problem the run goes on with, as the tag ``nnlab.warning`` (shown in the runs table)."""
@@ -372,15 +379,29 @@ class MlflowTracker:
         """Ctrl-C or SIGTERM: keep what was logged, store the last weights, close the run as KILLED."""
         if self.policy != "none" and self._open():
             self._checkpoint(network, "last.npz")
-        self._end("KILLED", {"nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)})
+        tags = {"nnlab.state": "killed", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)}
+        self._end("KILLED", tags, f"Killed in epoch {epoch}: {reason}; its last weights are checkpoints/last.npz.")
 
-    def _end(self, status: str, tags: dict[str, str]) -> None:
-        """Tag the run, if it was opened, and close it with ``status`` whatever happens."""
+    def _end(self, status: str, tags: dict[str, str], outcome: str) -> None:
+        """Tag and describe the run, if it was opened, and close it with ``status`` whatever happens."""
         try:
             if self._open():
-                mlflow.set_tags(tags)
+                mlflow.set_tags(tags | {"mlflow.note.content": self.description(outcome)[:20000]})
         finally:
             self._close(status)
+
+    def description(self, outcome: str) -> str:
+        """The run's MLflow description: the command, the network and data, and how it ended (in full)."""
+        params = experiment_params(self.cfg, self.dataset.train.X.shape[1], self.dataset.num_classes)
+        sizes = "-".join(
+            map(str, [self.dataset.train.X.shape[1], *json.loads(params["model.hidden"]), self.dataset.num_classes])
+        )
+        command = " ".join(["python experiments/run.py", *self.overrides])
+        return (
+            f"`{command}`\n\n{sizes} network ({int(params['model.n_params']):,} parameters), {params['optimizer']} "
+            f"lr {params['optimizer.lr']}, {params['schedule']}, on {self.dataset.name} "
+            f"({len(self.dataset.train.y)} training examples).\n\n{outcome}"
+        )
 
     def _open(self) -> bool:
         """Whether this tracker's run is the active run (started and not yet closed)."""

@@ -203,7 +203,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
                 "Lower optimizer.lr, or add clipping=value or clipping=norm."
             )
         log.error("run failed at epoch %d: %s", epoch, reason)
-        tracker.fail(reason, epoch)
+        tracker.fail(reason, epoch, "diverged")
         return TrainResult(tracker.run_id, "failed", reason, history, {}, float("nan"))
     except Pruned as err:
         log.info("pruned at epoch %d: %s", epoch, err)

@@ -187,3 +187,18 @@ def test_the_command_writes_the_grouped_table(seeds_store, tmp_path, capsys):
     assert compare.main([*args, "--out", str(tmp_path)]) == 0
     assert "± " in (tmp_path / "groups.md").read_text() and (tmp_path / "groups.csv").exists()
     assert "| 0.1 | 3 |" in capsys.readouterr().out
+
+
+def test_the_figure_plots_every_metric_with_short_labels_and_the_legend_outside(seeds_store):
+    table = compare.compare_runs(seeds_store["uri"], ["nnlab"])
+    metrics = ["test/acc", "test/loss", "val/acc"]
+    histories = compare.metric_histories(seeds_store["uri"], table["run_id"])
+    fig = compare.comparison_figure(
+        table[[*compare.RUN_COLUMNS, "optimizer.lr", "train.seed", *metrics]], metrics, histories
+    )
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == [*metrics, "val/acc per epoch"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()][0] == "lr=0.01 seed=0"
+    legend = axes[-1].get_legend()
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 >= axes[-1].get_window_extent().x1  # beside the curves, not on them

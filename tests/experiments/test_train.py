@@ -556,3 +556,21 @@ def test_the_trainer_gets_the_configured_optimizer_clipper_and_augmenter(compose
     assert isinstance(trainer.optimizer, nn.SGD) and trainer.optimizer.weight_decay == 0.01
     assert isinstance(trainer.augmenter, nn.Augmenter) and trainer.augmenter.image_shape == (8, 8)
     assert trainer.batch_size == 64
+
+
+def test_the_run_description_says_the_command_the_network_and_how_it_ended(compose, mlflow_store, experiment_name):
+    cfg = compose(*QUICK, "train.epochs=2", "tracking.log_model=false", *mlflow_store.overrides(experiment_name))
+    result = train(cfg)
+    run = mlflow_store.only_run(experiment_name)
+    note = run.data.tags["mlflow.note.content"]
+    assert "python experiments/run.py" in note and "64-128-10 network (9,610 parameters), SGD lr 0.1" in note
+    assert f"Finished after 2 epochs: test accuracy {result.final['test/acc']:.4f}" in note
+    assert run.data.tags["nnlab.state"] == "finished"
+
+
+def test_a_diverged_run_is_told_from_a_crashed_one_by_its_state(compose, mlflow_store, experiment_name):
+    cfg = compose(*QUICK, "train.epochs=3", "optimizer.lr=3", *mlflow_store.overrides(experiment_name))
+    assert train(cfg).status == "failed"
+    run = mlflow_store.only_run(experiment_name)
+    assert run.data.tags["nnlab.state"] == "diverged"
+    assert run.data.tags["mlflow.note.content"].endswith(run.data.tags["nnlab.failure_reason"])  # in full
