@@ -243,3 +243,10 @@ def test_ci_refuses_to_run_without_the_data_folder(tmp_path):
     if data_dir:
         found = subprocess.run([check, data_dir], capture_output=True, text=True)
         assert found.returncode == 0 and found.stdout.strip() == str(Path(data_dir).resolve())
+
+
+def test_predict_against_an_unreachable_tracking_server_gives_up_within_15_seconds():
+    start = time.monotonic()
+    with pytest.raises(predict.InputError, match="did not answer within 10 s"):
+        predict.load_model("runs:/0123456789abcdef0123456789abcdef/model", f"http://127.0.0.1:{closed_port()}")
+    assert time.monotonic() - start < 15
