@@ -242,7 +242,7 @@ def test_ci_refuses_to_run_without_the_data_folder(tmp_path):
     data_dir = os.environ.get("NNLAB_DATA_DIR")
     if data_dir:
         found = subprocess.run([check, data_dir], capture_output=True, text=True)
-        assert found.returncode == 0 and found.stdout.strip() == str(Path(data_dir).resolve())
+        assert found.returncode == 0 and Path(found.stdout.strip()).resolve() == Path(data_dir).resolve()
 
 
 def test_predict_against_an_unreachable_tracking_server_gives_up_within_15_seconds():
