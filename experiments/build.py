@@ -24,7 +24,7 @@ import nn
 from experiments.schema import Config, ConfigError, require
 from nn.checks import ArgumentError
 from nn.data import Dataset
-from nn.network import check_mlp
+from nn.network import check_mlp, parameter_count
 
 OBJECTIVES = tuple(f"{split}/{metric}" for split in ("train", "val", "test") for metric in ("acc", "loss"))
 CHECKPOINT_POLICIES = ("all", "every_k", "best_and_last", "last", "none")
@@ -46,7 +46,7 @@ def network(
     Refuses (``ConfigError`` on ``model.hidden``) a network whose weights, gradients and optimizer state
     would not fit in the memory this machine has available, before allocating any of it."""
     sizes = [input_dim, *hidden, num_classes]
-    need = 4 * np.dtype(dtype).itemsize * sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    need = 4 * np.dtype(dtype).itemsize * parameter_count(sizes)
     have = available_memory()
     require(
         have is None or need < have,

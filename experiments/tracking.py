@@ -30,6 +30,7 @@ import nn
 from experiments import figures
 from experiments.store import resolve_store
 from nn.data import Dataset
+from nn.network import parameter_count
 from nn.serialization import architecture, training_snapshot, write
 
 log = logging.getLogger("nnlab")
@@ -95,7 +96,7 @@ def experiment_params(cfg: DictConfig, input_dim: int, num_classes: int) -> dict
         "model.hidden": hidden,
         "model.depth": len(hidden),
         "model.width": max(hidden, default=0),
-        "model.n_params": sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:])),
+        "model.n_params": parameter_count(sizes),
     }
     params |= {f"model.{k}": model[k] for k in ("activation", "init", "dropout", "input_dropout")}
     for group in CLASS_GROUPS:
@@ -221,6 +222,7 @@ class MlflowTracker:
         self._pending: list[Future] = []
         self._scratch = tempfile.TemporaryDirectory(prefix="nnlab-")
         self.cfg, self.dataset, self.overrides, self.hydra_dir = cfg, dataset, overrides, hydra_dir
+        self.params = experiment_params(cfg, dataset.train.X.shape[1], dataset.num_classes)
         self.resume_run_id, self.resumed_epochs = resume_run_id, len(history or [])
         self.uri: str | None = None
         self.run_id: str | None = None
@@ -263,7 +265,7 @@ class MlflowTracker:
 
     def _log_start(self) -> None:
         """Params, the config, Hydra's folder and the dataset input of a new run."""
-        mlflow.log_params(experiment_params(self.cfg, self.dataset.train.X.shape[1], self.dataset.num_classes))
+        mlflow.log_params(self.params)
         mlflow.log_text(OmegaConf.to_yaml(self.cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild
         if self.hydra_dir is not None and self.hydra_dir.is_dir():
             mlflow.log_artifacts(str(self.hydra_dir), "hydra")
@@ -392,7 +394,7 @@ class MlflowTracker:
 
     def description(self, outcome: str) -> str:
         """The run's MLflow description: the command, the network and data, and how it ended (in full)."""
-        params = experiment_params(self.cfg, self.dataset.train.X.shape[1], self.dataset.num_classes)
+        params = self.params
         sizes = "-".join(
             map(str, [self.dataset.train.X.shape[1], *json.loads(params["model.hidden"]), self.dataset.num_classes])
         )

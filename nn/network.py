@@ -129,6 +129,11 @@ class Network:
         return f"Network(\n  {inner}\n)"
 
 
+def parameter_count(sizes: Sequence[int]) -> int:
+    """Weights and biases of an MLP with layer sizes ``sizes`` (e.g. ``[784, 1024, 10]``)."""
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+
+
 def check_mlp(hidden: Sequence[int], activation: str, init: str, dropout: float, input_dropout: float) -> None:
     """The checks of ``mlp``'s arguments, callable before the input size is known; raises ``ArgumentError``."""
     check(

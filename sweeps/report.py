@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from omegaconf import OmegaConf
 
+    from experiments.store import StoreError, open_store, resolve_store
     from sweeps.parent import TRACKING_ATTR, trial_runs
     from sweeps.study import open_storage
 
@@ -165,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or (None if given else recorded.get("uri"))
     experiment = args.experiment or recorded.get("experiment") or "nnlab"
     tracking = OmegaConf.create({"uri": uri, "dir": tracking_dir, "experiment": experiment})
-    sqlite_file = Path(uri.removeprefix("sqlite:///")) if uri and uri.startswith("sqlite:///") else None
     runs = None
-    if (uri and (sqlite_file is None or sqlite_file.exists())) or (
-        not uri and (Path(tracking_dir) / "mlflow.db").exists()
-    ):
+    try:
+        open_store(resolve_store(tracking)[0], create=False)
+    except StoreError as err:  # the study alone still makes a report
+        print(f"report without MLflow runs: {err}", file=sys.stderr)
+    else:
         runs = trial_runs(tracking, args.study)
         mixed = mismatched(study, runs)
         if mixed:

@@ -146,13 +146,13 @@ class NnlabOptunaSweeper(Sweeper):
                 continue
             jobs = []
             for trial in trials:
-                params = space.suggest(trial)
+                sampled = space.overrides(space.suggest(trial))
                 spec = {"study": conf.study_name, "storage": url, "number": trial.number}
-                job = rest + space.overrides(params) + [f"sweep_trial.{k}={to_text(v)}" for k, v in spec.items()]
+                job = rest + sampled + [f"sweep_trial.{k}={to_text(v)}" for k, v in spec.items()]
                 job += [f"tracking.parent_run_id={parent.run_id}"] if parent else []
                 job += [f"tracking.uri={conf.tracking_uri}"] if conf.tracking_uri else []
                 jobs.append(job + [f"hydra.sweep.subdir={trial.number}"])  # the job's folder: its trial number
-                log.info("trial %d: %s", trial.number, " ".join(space.overrides(params)))
+                log.info("trial %d: %s", trial.number, " ".join(sampled))
             with contextlib.ExitStack() as beats:
                 for trial in trials:
                     beats.enter_context(Heartbeat(storage_of(study), trial_id(trial)))
