@@ -69,8 +69,8 @@ class Server:
 def local_server(backend_uri: str, artifact_root: str, log_dir: Path) -> Iterator[Server]:
     """``mlflow server`` on a free localhost port over ``backend_uri``, stopped on exit.
 
-    It yields as soon as the process is started (it takes seconds to answer: start the workers
-    meanwhile, whose MLflow client retries, then ``wait_ready``). Artifacts are not proxied:
+    It yields as soon as the process is started; it takes seconds to answer, so ``wait_ready`` before
+    pointing clients at it. Artifacts are not proxied:
     clients write them straight to ``artifact_root`` (a local folder).
     """
     port = free_port()

@@ -103,10 +103,10 @@ class NnlabOptunaSweeper(Sweeper):
         done = len(study.get_trials(deepcopy=False))
         log.info("Optuna study %s in %s: %d of %d trials so far", conf.study_name, url, done, n_trials)
         returns: list[JobReturn] = []
-        finished = False
+        finished, worker_codes = False, []
         try:
             if conf.workers > 1:
-                self.run_workers(parent)
+                worker_codes = self.run_workers(parent)
             else:
                 returns = self.run_trials(study, space, rest, url, n_trials, parent, self.batch_size())
             finished = remaining(study, n_trials) == 0
@@ -116,6 +116,9 @@ class NnlabOptunaSweeper(Sweeper):
                 parent.close(finished)
         summary(study, cfg.train.objective)
         log.info("report: python -m sweeps.report --study %s --storage %s", conf.study_name, url)
+        if any(worker_codes) and not finished:
+            log.error("the workers exited with %s before the budget was used; see their messages above", worker_codes)
+            sys.exit(1)
         return returns
 
     def run_trials(self, study, space, rest, url, n_trials, parent, batch) -> list[JobReturn]:
@@ -172,7 +175,7 @@ class NnlabOptunaSweeper(Sweeper):
                     conclude(study, trial, value)
             returns.extend(results)
 
-    def run_workers(self, parent) -> None:
+    def run_workers(self, parent) -> list[int]:
         """``workers`` processes of this command, each running trials one after another, with cores // workers
         BLAS threads each; with ``mlflow_server``, they log through a local MLflow server."""
         from sweeps.server import local_server
@@ -190,6 +193,8 @@ class NnlabOptunaSweeper(Sweeper):
         )
         log.info("%d workers with %s BLAS thread(s) each", conf.workers, threads)
         with context as server:
+            if server is not None:
+                server.wait_ready()  # workers give an unreachable server only experiments.store.SERVER_TIMEOUT
             processes = []
             for index in range(conf.workers):
                 command = [sys.executable, "-m", "experiments.run", "-m", *arguments, f"hydra.sweeper.worker={index}"]
@@ -197,18 +202,13 @@ class NnlabOptunaSweeper(Sweeper):
                 command += [f"hydra.sweeper.tracking_uri={server.uri}"] if server else []
                 processes.append(subprocess.Popen(command, env=env, cwd=os.getcwd()))
             try:
-                if server is not None:
-                    server.wait_ready()  # while the workers start
                 codes = [p.wait() for p in processes]
             except KeyboardInterrupt:
                 codes = [p.wait() for p in processes]  # they got the Ctrl-C too
                 raise
-            except RuntimeError:  # the server did not start
-                for p in processes:
-                    p.terminate()
-                raise
         if any(codes):
             log.error("worker exit codes: %s", codes)
+        return codes
 
 
 @contextlib.contextmanager
