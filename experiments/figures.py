@@ -1,4 +1,4 @@
-"""Figures logged to MLflow: confusion matrix, learning curves, misclassified examples.
+"""Figures and tables logged to MLflow: confusion matrix, per-class results, learning curves, misclassified examples.
 
 Every figure is built with matplotlib's object-oriented API (``Figure``, never pyplot), so it can
 be rendered from any thread; ``figure_to_array`` turns one into an RGB array for ``mlflow.log_image``.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+CONFUSION_TRUE = "true / predicted"  # the first column of a confusion table
 CURVE_PANELS = (("loss", ("train/loss", "val/loss")), ("accuracy", ("train/acc", "val/acc")))
 
 
@@ -46,6 +48,34 @@ def per_class_accuracy(counts: np.ndarray) -> dict[str, float]:
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = np.where(totals > 0, np.diag(counts) / totals, np.nan)
     return {str(k): float(a) for k, a in enumerate(accuracy)}
+
+
+def per_class_table(counts: np.ndarray) -> pd.DataFrame:
+    """Precision, recall, F1 and support of each class from (K, K) confusion counts (rows true, columns
+    predicted): one row per class; nan where a class has no examples or no predictions."""
+    counts = np.asarray(counts, dtype=np.float64)
+    correct, true, predicted = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision, recall = correct / predicted, correct / true
+        f1 = 2 * precision * recall / (precision + recall)
+    return pd.DataFrame(
+        {
+            "class": np.arange(len(counts)),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": true.astype(np.int64),
+        }
+    )
+
+
+def confusion_table(counts: np.ndarray) -> pd.DataFrame:
+    """(K, K) confusion counts as a table: the true class in column ``true / predicted``, then one column per
+    predicted class, ``0`` .. ``K-1``."""
+    counts = np.asarray(counts)
+    table = pd.DataFrame(counts, columns=[str(k) for k in range(counts.shape[1])])
+    table.insert(0, CONFUSION_TRUE, np.arange(counts.shape[0]))
+    return table
 
 
 def confusion_figure(counts: np.ndarray, title: str = "") -> Figure:

@@ -1,12 +1,12 @@
 """Classify digit images or CSV rows with a trained network: an MLflow run or model, or an ``.npz`` file.
 
     python experiments/predict.py --model 3f2c...e1 digit.png scan.jpg rows.csv
-    python experiments/predict.py --model runs:/3f2c...e1/model --tracking-uri sqlite:///mlruns/mlflow.db seven.png
+    python experiments/predict.py --model models:/m-5d1a... --tracking-uri sqlite:///mlruns/mlflow.db seven.png
     python experiments/predict.py --model wide1024.npz seven.png
 
 An image may be of any size and either polarity (dark ink on light paper or light on dark); it is
-turned into what MNIST's networks saw (:func:`mnist_like`): white on black, cropped to the ink, the
-longer side scaled to 20 pixels and placed in 28x28 so that the centre of mass is at the centre. A CSV
+turned into what MNIST's networks saw (``nn.data.images.mnist_like``): white on black, cropped to the
+ink, the longer side scaled to 20 pixels and placed in 28x28 so that the centre of mass is at the centre. A CSV
 holds one image per row: the pixel values 0..255, optionally after a label column, optionally under a
 header. Any bad input is reported as one paragraph on stderr and the exit code is 2.
 """
@@ -22,13 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 import nn
-from nn.data import DataError, read_mnist_csv
+from nn.data import DataError, images, read_mnist_csv
+from nn.data.images import MNIST_SIDE
 
-MNIST_SIDE, DIGIT_BOX = 28, 20  # MNIST: the digit's longer side is 20 px inside a 28x28 field
-INK = 0.1  # a pixel is ink above this share of the full contrast (for the bounding box)
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -39,117 +37,13 @@ class InputError(Exception):
 # -- images --------------------------------------------------------------------------------------
 
 
-MAX_PIXELS = 25_000_000  # a 5000x5000 photo; its float64 copies stay under a gigabyte
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Grey levels in [0, 1], shape (H, W), of an image file; transparent areas become background."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            width, height = image.size  # from the header: nothing decoded yet
-            if width * height > MAX_PIXELS:
-                raise InputError(
-                    f"{path}: the image is {width}x{height} pixels, more than the {MAX_PIXELS // 10**6} million this "
-                    "reads (decoding it would take gigabytes); a digit needs far fewer. Scale it down or crop it."
-                )
-            image = ImageOps.exif_transpose(image)
-            image.load()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file.") from None
-    except UnidentifiedImageError:
-        raise InputError(
-            f"{path}: not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP...), "
-            "and not a .csv file of pixel rows."
-        ) from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise InputError(f"{path}: the image could not be read ({err}); it may be truncated or damaged.") from None
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
-        grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
-        alpha = rgba[..., 3]
-        opaque = alpha > 0.5
-        # Strokes drawn on a transparent sheet: put them on a background that contrasts with them.
-        ink_level = grey[opaque].mean() if opaque.any() and not opaque.all() else 0.0
-        background = 0.0 if ink_level > 0.5 else 1.0
-        return grey * alpha + background * (1.0 - alpha)
-    return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
-
-
-def to_white_on_black(grey: np.ndarray) -> np.ndarray:
-    """Ink at 1, background at 0: inverts dark-on-light images (judged by the border) and stretches contrast.
-
-    The background level is the median of the one-pixel border (the mean brightness when the border is
-    mixed); a light background means dark ink, so the image is inverted.
-    """
-    grey = np.asarray(grey, dtype=np.float64)
-    if grey.ndim != 2 or min(grey.shape) < 1:
-        raise ValueError(f"expected a 2-D grey image, got shape {grey.shape}")
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    level = float(np.median(border))
-    if abs(level - 0.5) < 0.1:  # a border as much ink as paper: go by the whole picture
-        level = float(grey.mean())
-    if level > 0.5:
-        grey = 1.0 - grey
-    background = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
-    top = float(grey.max())
-    if top - background < 0.05:
-        return np.zeros_like(grey)
-    return np.clip((grey - background) / (top - background), 0.0, 1.0)
-
-
-def center_of_mass(image: np.ndarray) -> tuple[float, float]:
-    """(row, column) of the intensity-weighted centre of ``image``, in pixel indices."""
-    total = image.sum()
-    rows, cols = np.arange(image.shape[0]), np.arange(image.shape[1])
-    return float(image.sum(axis=1) @ rows / total), float(image.sum(axis=0) @ cols / total)
-
-
-def mnist_like(grey: np.ndarray, side: int = MNIST_SIDE, box: int = DIGIT_BOX) -> np.ndarray:
-    """MNIST's preprocessing of a digit image: float32 (side, side) in [0, 1], white digit on black.
-
-    Steps: :func:`to_white_on_black`; crop to the bounding box of the ink; scale (anti-aliased, keeping
-    the aspect ratio) so that the longer side is ``box`` pixels; paste into ``side`` x ``side`` so the
-    centre of mass lands on pixel (side/2, side/2), as LeCun et al. did for MNIST. ValueError when the
-    image holds no ink.
-    """
-    image = to_white_on_black(grey)
-    ink = image > INK
-    if not ink.any():
-        raise ValueError("the image is blank: no digit stands out from the background")
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    height, width = crop.shape
-    scale = box / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    digit = Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
-    digit = np.clip(np.asarray(digit, dtype=np.float64), 0.0, 1.0)
-    out = np.zeros((side, side), dtype=np.float64)
-    com_row, com_col = center_of_mass(digit)
-    top = int(np.clip(round(side / 2 - com_row), 0, side - digit.shape[0]))
-    left = int(np.clip(round(side / 2 - com_col), 0, side - digit.shape[1]))
-    out[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
-    return out.astype(np.float32)
-
-
 def image_features(path: str | os.PathLike, input_dim: int = MNIST_SIDE * MNIST_SIDE) -> np.ndarray:
-    """One image file as a model input row (input_dim,) in [0, 1].
-
-    MNIST models take :func:`mnist_like`'s 28x28 image; a model with another square input, side s (the 8x8
-    ``digits``), gets the digit scaled to fill 4s x 4s and averaged over 4x4 blocks, as those were made.
-    """
-    side = round(input_dim**0.5)
-    if side * side != input_dim:
-        raise InputError(f"{path}: the model takes {input_dim} inputs, not a square image; give it CSV rows.")
-    grey = read_image(path)
+    """One image file as a model input row (input_dim,): ``nn.data.images.image_features``."""
     try:
-        if side == MNIST_SIDE:
-            return mnist_like(grey).reshape(-1)
-        # scikit-learn's digits: 32x32 bitmaps filling the frame, counted in 4x4 blocks.
-        image = mnist_like(grey, side=4 * side, box=4 * side)
-    except ValueError as err:
-        raise InputError(f"{path}: {err}.") from None
-    return image.reshape(side, 4, side, 4).mean(axis=(1, 3)).reshape(-1)
+        return images.image_features(path, input_dim)
+    except images.ImageError as err:
+        message = str(err).replace("WebP...).", "WebP...), and not a .csv file of pixel rows.")
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
 
 # -- CSV rows ------------------------------------------------------------------------------------
@@ -184,8 +78,23 @@ class Model:
 
 
 def model_uri(spec: str) -> str:
-    """A run id -> ``runs:/<id>/model``; MLflow URIs as given."""
-    return f"runs:/{spec}/model" if RUN_ID.match(spec) else spec
+    """A run id -> ``models:/<id of the run's final logged model>``; MLflow URIs as given."""
+    if not RUN_ID.match(spec):
+        return spec
+    import mlflow
+
+    run = mlflow.get_run(spec)  # MlflowException "not found" for an unknown id
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{spec}' AND tags.`nnlab.checkpoint` = 'last'",
+        output_format="list",
+    )
+    if not models:
+        raise InputError(
+            f"--model {spec}: the run has no logged model (it was run with tracking.log_model=false, or did not "
+            f"finish); use one of its weight files instead: --model runs:/{spec}/checkpoints/last.npz"
+        )
+    return f"models:/{models[0].model_id}"
 
 
 def load_model(spec: str, tracking_uri: str | None = None) -> Model:
@@ -195,17 +104,16 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
         return _network_model(spec, path)
     if path.is_dir() and (path / "MLmodel").is_file():
         return _pyfunc_model(spec, str(path))
-    uri = model_uri(spec)
     if not (RUN_ID.match(spec) or re.match(r"^[a-z][a-z0-9+.-]*:/", spec)):
         raise InputError(
             f"--model {spec}: no such file, and not a run id (32 hex digits) or an MLflow model URI "
-            "(runs:/<run id>/model, models:/<model id>, models:/<name>/<version>)."
+            "(models:/<model id>, models:/<registered name>/<version>, runs:/<run id>/checkpoints/best.npz)."
         )
     from experiments import tracking
 
     if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.DEFAULT_STORE.is_file():
         tracking_uri = tracking.tracking_uri(tracking_uri)
-    if tracking_uri is None and uri.startswith(("runs:/", "models:/")):
+    if tracking_uri is None and (RUN_ID.match(spec) or spec.startswith(("runs:/", "models:/"))):
         raise InputError(
             f"--model {spec}: there is no MLflow store to look it up in: ./{tracking.DEFAULT_STORE} does not exist "
             "here and MLFLOW_TRACKING_URI is unset. Pass --tracking-uri sqlite:///path/to/mlruns/mlflow.db "
@@ -224,7 +132,9 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    uri = spec
     try:
+        uri = model_uri(spec)
         if uri.endswith(".npz"):  # a weights artifact, e.g. runs:/<id>/checkpoints/best.npz
             local = mlflow.artifacts.download_artifacts(uri)
             return _network_model(spec, Path(local))
@@ -255,10 +165,10 @@ def _pyfunc_model(spec: str, uri: str) -> Model:
     import pandas as pd
 
     model = mlflow.pyfunc.load_model(uri)
-    schema = model.metadata.get_input_schema()
-    if schema is None:
-        raise InputError(f"--model {spec}: the MLflow model has no input signature, so its input size is unknown.")
-    input_dim = len(schema.inputs)
+    network = getattr(model.unwrap_python_model(), "network", None)
+    if network is None:
+        raise InputError(f"--model {spec}: not a model logged by nnlab (experiments/digit_model.py).")
+    input_dim = network.input_dim
 
     def predict_proba(x: np.ndarray) -> np.ndarray:
         frame = model.predict(pd.DataFrame(np.asarray(x, dtype=np.float64)))
@@ -308,7 +218,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         required=True,
-        help="an MLflow run id, runs:/<run id>/model, models:/<model id>, runs:/<run id>/checkpoints/best.npz, "
+        help="an MLflow run id (its final model), models:/<model id>, models:/<name>/<version>, "
+        "runs:/<run id>/checkpoints/best.npz, "
         "a local MLflow model folder, or an .npz written by nn.save",
     )
     parser.add_argument(

@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import Config
 from experiments.store import open_store
-from experiments.tracking import tracking_uri
+from experiments.tracking import RESUME_FOLDER, RESUME_STATES, tracking_uri
 from nn.serialization import ModelFileError, load_training_state
 
 
@@ -58,9 +58,9 @@ def logged_config(client: MlflowClient, run_id: str, tracking_uri: str) -> DictC
 def latest_training_state(client: MlflowClient, run_id: str, folder: Path) -> tuple[Path, int]:
     """The newest readable training-state file of a run, and the epoch it ends."""
     best: tuple[Path, int] | None = None
-    for name in ("resume_a.npz", "resume_b.npz"):
+    for name in RESUME_STATES:
         try:
-            path = Path(client.download_artifacts(run_id, f"checkpoints/{name}", str(folder)))
+            path = Path(client.download_artifacts(run_id, f"{RESUME_FOLDER}/{name}", str(folder)))
             epoch = load_training_state(path)[2]["epoch"]
         except (MlflowException, OSError, ModelFileError, KeyError):
             continue  # absent, or cut off mid-write by the kill: the other one is complete
@@ -68,7 +68,7 @@ def latest_training_state(client: MlflowClient, run_id: str, folder: Path) -> tu
             best = (path, epoch)
     if best is None:
         raise RunError(
-            f"run {run_id} has no readable training state (checkpoints/resume_a.npz or resume_b.npz): it was "
+            f"run {run_id} has no readable training state ({RESUME_FOLDER}/{' or '.join(RESUME_STATES)}): it was "
             "logged with tracking.checkpoints.policy=none, or ended before its first epoch. Start it again instead."
         )
     return best

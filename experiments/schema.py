@@ -81,9 +81,11 @@ class TrackingConf:
     dir: str = "mlruns"  # local store and artifacts, made absolute against the directory the run starts in
     experiment: str = "nnlab"
     run_name: str | None = None  # null: made from the command-line overrides
-    confusion_every: int = 5  # log the validation confusion matrix as an image every k epochs (JSON every epoch)
+    confusion_every: int = 5  # log the validation confusion matrix as an image every k epochs (and as a table)
     checkpoints: CheckpointConf = field(default_factory=CheckpointConf)
-    log_model: bool = True  # the final network as an MLflow pyfunc model
+    log_model: bool = True  # the final network (and the best epoch's) as MLflow logged models
+    register_as: str | None = None  # also register the final model under this name in the model registry
+    system_metrics: bool = True  # MLflow's system metrics: CPU, memory, disk, network every 10 s
     misclassified: int = 36  # test digits shown in the misclassified grid; 0: no grid
     parent_run_id: str | None = None  # nest this run under another (a sweep's parent run)
     tags: dict[str, str] = field(default_factory=dict)  # extra run tags, e.g. a sweep's trial number

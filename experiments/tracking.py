@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ log = logging.getLogger("nnlab")
 
 
 DEFAULT_STORE = Path("mlruns") / "mlflow.db"
+# INFO lines a user cannot act on: system-metrics monitor start/stop, input-example validation
+QUIET_LOGGERS = ("mlflow.system_metrics", "mlflow.pyfunc", "mlflow.models.model")
+RESUME_FOLDER, RESUME_STATES = "resume", ("state_a.npz", "state_b.npz")  # a run's training state, written in turn
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -45,25 +48,43 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve()}"
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it as model training
+
+
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
-    """The id of experiment ``name``, created (with ``artifact_location``) if it does not exist yet."""
+    """The id of experiment ``name``, created (with ``artifact_location``) if it does not exist yet.
+
+    A new experiment is tagged as model development, so the MLflow UI opens it in its model-training view."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
     except MlflowException:  # created meanwhile by a parallel run
         return client.get_experiment_by_name(name).experiment_id
 
 
-def browse_hint(uri: str) -> str:
-    """How to see the runs of tracking URI ``uri``: a server's own web UI, or ``mlflow ui`` over a database."""
+UI_PORT = 5000
+
+
+def ui_command(uri: str) -> str:
+    """The README's lean ``mlflow ui`` (one worker, no GenAI job runner) over store ``uri``."""
+    return (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} "
+        f"--host 127.0.0.1 --port {UI_PORT} --workers 1"
+    )
+
+
+def run_page(uri: str, experiment: str, run_id: str) -> str:
+    """Where to see a run: the address of its page in the UI's model-training view and, for a database
+    store, the command that serves that UI."""
+    route = f"#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
     scheme = uri.split(":", 1)[0].lower()
     if scheme in ("http", "https"):
-        return f"open {uri} in a browser (the tracking server's UI)"
+        return f"{uri.rstrip('/')}/{route}"
     if scheme == "databricks":
-        return "open the experiment in your Databricks workspace"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return f"run {run_id} of experiment {experiment} in your Databricks workspace"
+    return f"http://127.0.0.1:{UI_PORT}/{route} (serve the UI with: {ui_command(uri)})"
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -111,10 +132,38 @@ def experiment_params(cfg: DictConfig, input_dim: int, num_classes: int) -> dict
     return {key: json.dumps(value) if isinstance(value, list) else str(value) for key, value in params.items()}
 
 
-def run_name(overrides: list[str]) -> str:
-    """A readable name from the command-line overrides, e.g. ``model=wide1024 optimizer.lr=0.05``."""
-    shown = [o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra."))]
-    return " ".join(shown) if shown else "defaults"
+NAMED_BY_OPTION = ("model", "optimizer", "schedule", "dataset", "experiment")  # wide1024, adam, cosine, digits, r1
+CONTEXT = ("dataset", "experiment", "train.epochs")  # what runs compared side by side mostly share: named last
+NAME_LIMIT = 60
+
+
+def short_setting(key: str, value: Any) -> str:
+    """``optimizer.lr=0.0581`` for a key's last part and a 3-digit float; a group's option alone: ``wide1024``."""
+    if key in NAMED_BY_OPTION:
+        return str(value)
+    if isinstance(value, float):
+        value = f"{value:.3g}"
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
+def run_name(overrides: list[str], swept: Collection[str] = ()) -> str:
+    """A short name from the command-line overrides, what tells runs apart first: ``lr=0.05 wide1024 digits``.
+
+    The keys a multirun sweeps (``swept``) come first; groups appear as their option, other keys by their
+    last part; the data set, preset and epoch count come last; tracking, Hydra and progress-bar settings
+    are left out; cut to ``NAME_LIMIT`` characters."""
+    settings = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.startswith(("tracking.", "hydra.", "train.progress")):
+            continue
+        try:
+            value = float(value) if "." in value or "e" in value.lower() else value
+        except ValueError:
+            pass
+        settings.append(((key not in swept, key in CONTEXT), short_setting(key, value)))
+    name = " ".join(text for _, text in sorted(settings, key=lambda pair: pair[0])) or "defaults"
+    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
 
 
 def process_tags() -> dict[str, str]:
@@ -212,32 +261,39 @@ class MlflowTracker:
         hydra_dir: Path | None,
         resume_run_id: str | None = None,
         history: list[dict] | None = None,
+        swept: set[str] = frozenset(),
     ) -> None:
         tracking = cfg.tracking
         self.confusion_every = tracking.confusion_every
         self.policy, self.every = tracking.checkpoints.policy, tracking.checkpoints.every
         self.log_model, self.misclassified = tracking.log_model, tracking.misclassified
-        self.best_acc = max((row["val/acc"] for row in history or []), default=-1.0)
+        best = max(history or [], key=lambda row: row["val/acc"], default={"val/acc": -1.0, "epoch": 0})
+        self.best_acc, self.best_epoch = best["val/acc"], best["epoch"]
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-artifacts")
         self._pending: list[Future] = []
         self._scratch = tempfile.TemporaryDirectory(prefix="nnlab-")
         self.cfg, self.dataset, self.overrides, self.hydra_dir = cfg, dataset, overrides, hydra_dir
+        self.swept = swept
         self.params = experiment_params(cfg, dataset.train.X.shape[1], dataset.num_classes)
         self.resume_run_id, self.resumed_epochs = resume_run_id, len(history or [])
         self.uri: str | None = None
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
 
     def start(self) -> None:
         """Open the run (or reopen the resumed one) and log what is known before training.
 
         Once the run exists, ``run_id`` is set: a failure after that is closed by ``fail``."""
         cfg, tracking = self.cfg, self.cfg.tracking
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.uri, artifact_location = resolve_store(tracking)  # checked by train() before the data was read
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
-        experiment = experiment_id(self.client, tracking.experiment, artifact_location)
+        experiment = self.experiment_id = experiment_id(self.client, tracking.experiment, artifact_location)
         close_orphans(self.client, experiment)
-        name = tracking.run_name or run_name(self.overrides)
+        name = tracking.run_name or run_name(self.overrides, self.swept)
         tags = (
             environment_tags()
             | process_tags()
@@ -251,11 +307,17 @@ class MlflowTracker:
         )
         parent = tracking.parent_run_id
         nested = parent is None and mlflow.active_run() is not None
+        system = tracking.system_metrics
         if self.resume_run_id is not None:
-            run = mlflow.start_run(run_id=self.resume_run_id, nested=nested)
+            run = mlflow.start_run(run_id=self.resume_run_id, nested=nested, log_system_metrics=system)
         else:
             run = mlflow.start_run(
-                experiment_id=experiment, run_name=name, nested=nested, parent_run_id=parent, tags=tags
+                experiment_id=experiment,
+                run_name=name,
+                nested=nested,
+                parent_run_id=parent,
+                tags=tags,
+                log_system_metrics=system,
             )
         self.run_id = run.info.run_id
         if self.resume_run_id is not None:
@@ -273,11 +335,7 @@ class MlflowTracker:
 
     def _log_dataset(self, dataset: Dataset) -> None:
         """The training set as the run's input: its source a file URI, tagged with the content checksum."""
-        with warnings.catch_warnings():  # file:// is registered twice (local artifact schemes); either resolves
-            warnings.simplefilter("ignore", UserWarning)
-            data = mlflow.data.from_numpy(
-                dataset.train.X, targets=dataset.train.y, source=dataset.source, name=dataset.name
-            )
+        data = self._numpy_dataset(dataset.train, dataset.name, dataset)
         tags = {"checksum": dataset.checksum, "files": ", ".join(str(path) for path in dataset.files)}
         try:
             mlflow.log_input(data, context="training", tags=tags)
@@ -300,16 +358,18 @@ class MlflowTracker:
         spec, params = architecture(network), {k: v.copy() for k, v in network.params.items()}
         self._submit(self._write_checkpoint, spec, params, name)
 
-    def _write_checkpoint(self, spec: dict, params: dict, name: str, extra: dict | None = None) -> None:
-        path = write(Path(self._scratch.name) / name, spec, params, extra)
-        self.client.log_artifact(self.run_id, str(path), "checkpoints")
+    def _write_checkpoint(
+        self, spec: dict, params: dict, name: str, extra: dict | None = None, folder: str = "checkpoints"
+    ) -> None:
+        path = write(Path(self._scratch.name) / folder / name, spec, params, extra)
+        self.client.log_artifact(self.run_id, str(path), folder)
 
     def _resume_point(self, network: nn.Network, trainer: nn.Trainer, history: list[dict]) -> None:
-        """Everything ``experiments/resume.py`` needs to continue after this epoch, in one of two files
-        used in turn, so that a kill while one is being written leaves the other intact."""
+        """Everything ``experiments/resume.py`` needs to continue after this epoch, in ``resume/`` in one of
+        two files used in turn, so that a kill while one is being written leaves the other intact."""
         epoch = len(history)
         spec, params, arrays = training_snapshot(network, trainer.state_dict(), {"epoch": epoch, "history": history})
-        self._submit(self._write_checkpoint, spec, params, f"resume_{'ab'[epoch % 2]}.npz", arrays)
+        self._submit(self._write_checkpoint, spec, params, RESUME_STATES[epoch % 2], arrays, RESUME_FOLDER)
 
     def _confusion_image(self, counts: np.ndarray, epoch: int) -> None:
         fig = figures.confusion_figure(counts, title=f"validation, epoch {epoch}")
@@ -320,44 +380,78 @@ class MlflowTracker:
         self, epoch: int, metrics: dict, network: nn.Network, val_counts: np.ndarray, last: bool, trainer, history
     ) -> None:
         mlflow.log_metrics(metrics, step=epoch)
-        confusion = {"epoch": epoch, "rows": "true label", "columns": "predicted label", "counts": val_counts.tolist()}
-        self._submit(self.client.log_dict, self.run_id, confusion, f"confusion/val_epoch_{epoch:03d}.json")
-        if epoch % self.confusion_every == 0 or last:
+        if epoch % self.confusion_every == 0 or last:  # each table lengthens one run tag (8,000 characters at most)
+            table = figures.confusion_table(val_counts)
+            self._submit(self.client.log_table, self.run_id, table, f"confusion/val_epoch_{epoch:03d}.json")
             self._submit(self._confusion_image, val_counts, epoch)
         if self.policy == "all" or (self.policy == "every_k" and epoch % self.every == 0):
             self._checkpoint(network, f"epoch_{epoch:03d}.npz")
-        if self.policy == "best_and_last" and metrics["val/acc"] > self.best_acc:
-            self._checkpoint(network, "best.npz")
-        self.best_acc = max(self.best_acc, metrics["val/acc"])
+        if metrics["val/acc"] > self.best_acc:
+            if self.policy == "best_and_last":
+                self._checkpoint(network, "best.npz")
+            self.best_acc, self.best_epoch = metrics["val/acc"], epoch
         if self.policy in ("best_and_last", "last") or (self.policy == "every_k" and last):
             self._checkpoint(network, "last.npz")
         if self.policy != "none" and not last:
             self._resume_point(network, trainer, history)
 
     def finish(self, network: nn.Network, dataset: Dataset, history: list[dict], final: dict, test) -> None:
-        """Log final metrics and figures, the pyfunc model, and close the run as FINISHED."""
-        mlflow.log_metrics(final)
+        """Log the final metrics, tables and figures, the logged models, and close the run as FINISHED."""
         self._submit(self._figure, figures.curves_figure(history), "figures/curves.png")
+        models = self._log_models(network, len(history)) if self.log_model else {}
         if test is not None:
             counts, probs = test
             predicted = probs.argmax(axis=1)
             self._submit(self._figure, figures.confusion_figure(counts, title="test"), "figures/test_confusion.png")
-            mlflow.log_dict({"counts": counts.tolist()}, "confusion/test.json")
-            mlflow.log_dict(figures.per_class_accuracy(counts), "test_per_class_accuracy.json")
+            mlflow.log_table(figures.confusion_table(counts), "confusion/test.json")
+            mlflow.log_table(figures.per_class_table(counts), "per_class/test.json")
             if self.misclassified > 0:
                 grid = figures.misclassified_figure(
                     dataset.test.X, dataset.test.y, predicted, probs, dataset.image_shape, self.misclassified
                 )
                 self._submit(self._figure, grid, "figures/misclassified.png")
-        if self.log_model:
-            from experiments.pyfunc import log_model
-
-            log_model(network, dataset.train.X[:5])
+        test_metrics = {k: v for k, v in final.items() if k.startswith("test/")}
+        mlflow.log_metrics({k: v for k, v in final.items() if k not in test_metrics})
+        if test_metrics:  # linked to the final model and the test set: the logged model's page shows them
+            test_set = self._numpy_dataset(dataset.test, f"{dataset.name}-test", dataset)
+            mlflow.log_input(test_set, context="test")
+            mlflow.log_metrics(test_metrics, step=len(history), model_id=models.get("last"), dataset=test_set)
         best = f"best validation accuracy {final['val/best_acc']:.4f} at epoch {final['best_epoch']}"
         result = (
             f"test accuracy {final['test/acc']:.4f} (loss {final['test/loss']:.4f}), " if "test/acc" in final else ""
         )
         self._end("FINISHED", {"nnlab.state": "finished"}, f"Finished after {len(history)} epochs: {result}{best}.")
+
+    def _log_models(self, network: nn.Network, epochs: int) -> dict[str, str]:
+        """The final network as a logged model named by its layer sizes (registered as ``register_as`` if
+        set) and, when an earlier epoch validated better, that epoch's weights as ``<name>-best``; each with
+        its epoch as step. Returns ``{"last": model_id, "best": model_id}``."""
+        from experiments.pyfunc import log_model, model_name
+
+        example, name = self.dataset.train.X[:1], model_name(network)
+        self._drain()  # best.npz is written
+        last = log_model(
+            network,
+            example,
+            name,
+            step=epochs,
+            tags={"nnlab.checkpoint": "last", "epoch": str(epochs)},
+            registered_model_name=self.cfg.tracking.register_as,
+        )
+        ids = {"last": last.model_id}
+        best_file = Path(self._scratch.name) / "checkpoints" / "best.npz"
+        if self.best_epoch != epochs and best_file.is_file():
+            tags = {"nnlab.checkpoint": "best", "epoch": str(self.best_epoch), "val/acc": f"{self.best_acc:.4f}"}
+            best = log_model(nn.load(best_file), example, f"{name}-best", step=self.best_epoch, tags=tags)
+            ids["best"] = best.model_id
+        return ids
+
+    @staticmethod
+    def _numpy_dataset(split, name: str, dataset: Dataset):
+        """``split`` (X, y) as an MLflow dataset whose source is ``dataset``'s files."""
+        with warnings.catch_warnings():  # file:// is registered twice (local artifact schemes); either resolves
+            warnings.simplefilter("ignore", UserWarning)
+            return mlflow.data.from_numpy(split.X, targets=split.y, source=dataset.source, name=name)
 
     def _figure(self, fig, path: str) -> None:
         self.client.log_figure(self.run_id, fig, path)
@@ -404,6 +498,10 @@ class MlflowTracker:
             f"lr {params['optimizer.lr']}, {params['schedule']}, on {self.dataset.name} "
             f"({len(self.dataset.train.y)} training examples).\n\n{outcome}"
         )
+
+    def page(self) -> str:
+        """Where to see this run in the MLflow UI (``run_page``)."""
+        return run_page(self.uri, self.experiment_id, self.run_id)
 
     def _open(self) -> bool:
         """Whether this tracker's run is the active run (started and not yet closed)."""

@@ -6,6 +6,7 @@ command-line entry point around it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -17,14 +18,18 @@ from typing import NoReturn
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 import nn
 from experiments import build, figures
 from experiments.callbacks import Callback, Pruned
 from experiments.store import open_store, resolve_store
-from experiments.tracking import MlflowTracker, NullTracker, browse_hint
+from experiments.tracking import MlflowTracker, NullTracker
 from nn.serialization import load_training_state
 
 log = logging.getLogger("nnlab")
@@ -108,12 +113,19 @@ class StuckAtChance(RuntimeError):
     """Validation accuracy stayed at chance level: the run diverged without a non-finite loss."""
 
 
-def hydra_context() -> tuple[list[str], Path | None]:
-    """Command-line overrides and the ``.hydra`` folder of this job, when running under Hydra."""
+def hydra_context() -> tuple[list[str], Path | None, set[str]]:
+    """Command-line overrides and the ``.hydra`` folder of this job, when running under Hydra, and the keys
+    its multirun sweeps (``optimizer.lr=0.01,0.1``), read from the sweep's ``multirun.yaml``."""
     if not HydraConfig.initialized():
-        return [], None
+        return [], None, set()
     hydra = HydraConfig.get()
-    return list(hydra.overrides.task), Path(hydra.runtime.output_dir) / hydra.output_subdir
+    swept = set()
+    if hydra.mode == RunMode.MULTIRUN:
+        sweep = Path(hydra.runtime.cwd) / hydra.sweep.dir / "multirun.yaml"
+        with contextlib.suppress(OSError, OmegaConfBaseException, HydraException):
+            parsed = OverridesParser.create().parse_overrides(list(OmegaConf.load(sweep).hydra.overrides.task))
+            swept = {override.get_key_element().lstrip("+~") for override in parsed if override.is_sweep_override()}
+    return list(hydra.overrides.task), Path(hydra.runtime.output_dir) / hydra.output_subdir, swept
 
 
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | None = None) -> TrainResult:
@@ -152,9 +164,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
         network.set_params(saved.params)
         trainer.load_state_dict(state)
         history = record["history"]
-    overrides, hydra_dir = hydra_context()
+    overrides, hydra_dir, swept = hydra_context()
     tracker = (
-        MlflowTracker(cfg, dataset, overrides, hydra_dir, resume.run_id if resume else None, history)
+        MlflowTracker(cfg, dataset, overrides, hydra_dir, resume.run_id if resume else None, history, swept)
         if cfg.tracking.enabled
         else NullTracker()
     )
@@ -223,7 +235,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
     if "test/acc" in final:
         log.info("test loss %.4f acc %.4f", final["test/loss"], final["test/acc"])
     if tracker.run_id:
-        log.info("logged as MLflow run %s; to browse: %s", tracker.run_id, browse_hint(tracker.uri))
+        log.info("logged as MLflow run %s: %s", tracker.run_id, tracker.page())
     value = objective(cfg.train.objective, history[-1], final)
     return TrainResult(tracker.run_id, "finished", None, history, final, value)
 
@@ -291,7 +303,8 @@ def check_progress(history: list[dict], num_classes: int, divergence: DictConfig
 
 
 def final_metrics(network: nn.Network, dataset, history: list[dict]) -> tuple[dict, tuple | None]:
-    """Best validation accuracy and, where there is a test set, test loss/accuracy and per-class accuracy."""
+    """Best validation accuracy and, where there is a test set, test loss and accuracy with the test set's
+    confusion counts (K, K) and probabilities (N, K)."""
     best = max(history, key=lambda row: row["val/acc"])
     final = {"val/best_acc": best["val/acc"], "best_epoch": best["epoch"]}
     if dataset.test is None:
@@ -299,7 +312,6 @@ def final_metrics(network: nn.Network, dataset, history: list[dict]) -> tuple[di
     loss, acc, probs = network.evaluate(dataset.test.X, dataset.test.y, probabilities=True)
     counts = figures.confusion_matrix(dataset.test.y, probs.argmax(axis=1), dataset.num_classes)
     final |= {"test/loss": loss, "test/acc": acc}
-    final |= {f"test/acc_class_{k}": v for k, v in figures.per_class_accuracy(counts).items() if math.isfinite(v)}
     return final, (counts, probs)
 
 

@@ -52,6 +52,7 @@ def run(
     Returns the objective (NaN for a diverged run, whose reason goes to the trial's ``fail_reason``);
     raises ``Pruned`` when pruned and whatever else ``train`` raises (its run already closed).
     """
+    from experiments.tracking import short_setting
     from experiments.train import RunFailed, train
 
     study_name = trial.study.study_name
@@ -64,8 +65,8 @@ def run(
     if parent_run_id:
         cfg.tracking.parent_run_id = parent_run_id
     if cfg.tracking.run_name is None:
-        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-        cfg.tracking.run_name = f"{study_name} #{trial.number}: {shown}"
+        shown = " ".join(short_setting(key, value) for key, value in trial.params.items())
+        cfg.tracking.run_name = f"#{trial.number} {shown}"  # under the parent run "sweep <study>"
     try:
         result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective))])
     except RunFailed as err:

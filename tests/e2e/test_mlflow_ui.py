@@ -3,8 +3,10 @@
 The store holds a small sweep (``python experiments/run.py -m sweep=...``: a parent run and two 3-epoch
 trials on digits).
 The server is started with the README's command on a free port; the browser opens the experiment, sees
-the runs with their metrics, opens a trial, its per-epoch charts, its confusion-matrix and weights
-artifacts and its logged model. Assertions are on visible text; screenshots are kept as test artifacts.
+the short run names and the numeric width and parameter-count columns, compares the trials' curves
+(the README's screenshot), follows the run link a training run prints into the model-training view,
+sees a trial's per-epoch charts, its per-class and confusion tables and its weights, and its logged
+model. Assertions are on visible text; screenshots are kept as test artifacts.
 """
 
 from __future__ import annotations
@@ -38,13 +40,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 60_000  # the UI is a React app on a shared, busy machine: wait generously for what it renders
+if sync_playwright is not None:
+    expect.set_options(timeout=20_000)  # each expect() retries this long (Playwright's default is 5 s)
 
 
-def ui_command(store_uri: str, port: int) -> list[str]:
-    """The README's ``mlflow ui`` command (the venv's console script), on ``port``."""
+def ui_command(store_uri: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The README's lean ``mlflow ui`` command (``experiments.tracking.ui_command``) on ``port``: the command
+    line (the venv's console script) and its environment."""
+    from experiments.tracking import UI_PORT
+    from experiments.tracking import ui_command as readme_command
+
+    variable, *words = readme_command(store_uri).replace(f"--port {UI_PORT}", f"--port {port}").split()
     mlflow = Path(sys.executable).with_name("mlflow")
     head = [str(mlflow)] if mlflow.exists() else [sys.executable, "-m", "mlflow"]
-    return [*head, "ui", "--backend-store-uri", store_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    name, value = variable.split("=")
+    return [*head, *words[1:]], {name: value}
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +72,9 @@ def ui(browser_ready, empty_store, start_server, request):
 
     port = free_port()
     # Job execution is for GenAI scorers; without it the server is one uvicorn process.
-    server = start_server(
-        "mlflow-ui", ui_command(empty_store.uri, port), port, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    )
+    command, env = ui_command(empty_store.uri, port)
+    assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = start_server("mlflow-ui", command, port, env=env)
     store = request.getfixturevalue("sweep_store")
     seconds = server.wait_ready("/health")
     print(f"mlflow ui answered /health after {seconds:.1f} s")
@@ -134,21 +144,26 @@ def test_experiment_lists_the_sweep_and_its_runs_with_metrics(ui, page, shot):
     expect(page.get_by_text("3 matching runs")).to_be_visible()
     # The trials are nested under the sweep's parent run: expand it.
     page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
-    for trial in trials:
+    for trial in trials:  # short names, what differs first: "#0 lr=0.0581 momentum=0.556 weight_decay=0.00633"
+        assert re.fullmatch(r"#\d+ lr=\S+ momentum=\S+ weight_decay=\S+", trial.info.run_name), trial.info.run_name
         expect(page.get_by_text(trial.info.run_name, exact=True)).to_be_visible()
-    # Metrics are columns a user picks: val/acc and test/acc.
+    # Metrics and params are columns a user picks: val/acc, test/acc, and the numeric width and size.
     page.get_by_role("button", name="Columns").click()
     tree = page.get_by_test_id("column-selector-tree")
-    for metric in ("val/acc", "test/acc"):
-        page.get_by_placeholder("Search columns").fill(metric)
-        tree.locator(".du-bois-light-tree-title").filter(has_text=re.compile(f"^{re.escape(metric)}$")).click()
+    columns = ("val/acc", "test/acc", "model.width", "model.n_params")
+    for column in columns:
+        page.get_by_placeholder("Search columns").fill(column)
+        tree.locator(".du-bois-light-tree-title").filter(has_text=re.compile(f"^{re.escape(column)}$")).click()
     page.keyboard.press("Escape")
-    for metric in ("val/acc", "test/acc"):
-        expect(page.get_by_role("columnheader", name=metric, exact=True).first).to_be_visible()
+    for column in columns:
+        expect(page.get_by_role("columnheader", name=column, exact=True).first).to_be_visible()
     for trial in trials:
         for metric in ("val/acc", "test/acc"):
             value = str(trial.data.metrics[metric])  # the UI shows the full double, like Python's repr
             expect(page.get_by_role("gridcell", name=value, exact=True).first).to_be_visible()
+    assert (trials[0].data.params["model.width"], trials[0].data.params["model.n_params"]) == ("128", "9610")
+    for value in ("128", "9610"):  # 64-128-10: 64 * 128 + 128 + 128 * 10 + 10 parameters
+        expect(page.get_by_role("gridcell", name=value, exact=True).first).to_be_visible()
     shot("runs")
     # Open one trial from the table.
     page.get_by_role("link", name=trials[0].info.run_name, exact=True).click()
@@ -158,12 +173,51 @@ def test_experiment_lists_the_sweep_and_its_runs_with_metrics(ui, page, shot):
     shot("run")
 
 
+def test_trials_compared_on_one_chart_per_metric(ui, page, shot):
+    """The experiment's chart view: each trial's val/acc over the epochs on one chart (the README's screenshot)."""
+    base, _, experiment_id, parent, trials = ui
+    page.goto(f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    close_assistant(page)
+    expect(page.get_by_text(parent.info.run_name, exact=True)).to_be_visible()
+    if not page.get_by_text(trials[0].info.run_name, exact=True).is_visible():  # the UI remembers expanded rows
+        page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
+    page.locator("label:has(input[value=CHART])").click()
+    page.get_by_placeholder("Search metric charts").fill("val/acc")
+    page.locator('button[data-component-id="fullscreen_button_chartcard"]').last.click()  # the val/acc chart, large
+    dialog = page.get_by_role("dialog")
+    for trial in trials:  # one curve each, in a legend of short names
+        expect(dialog.get_by_text(f"{trial.info.run_name} (val/acc)", exact=True)).to_be_visible()
+    expect(dialog.get_by_text("Step", exact=True)).to_be_visible()
+    shot("compare")  # the README's screenshot (docs/mlflow-compare.png)
+    page.keyboard.press("Escape")
+
+
+def test_the_run_link_opens_the_model_training_view(ui, page, shot):
+    """What a run prints when it ends (``experiments.tracking.run_page``) opens its page in the model-training
+    view, not the GenAI one the UI starts in."""
+    from experiments.tracking import UI_PORT, run_page
+
+    base, store, experiment_id, _, trials = ui
+    link = run_page(store.uri, experiment_id, trials[0].info.run_id).split()[0]
+    page.goto(link.replace(f"127.0.0.1:{UI_PORT}", base.split("//", 1)[1]))
+    close_assistant(page)
+    expect(page.get_by_role("heading", name=trials[0].info.run_name)).to_be_visible()
+    expect(page.get_by_role("link", name="Models", exact=True)).to_be_visible()  # the model-training sidebar
+    expect(page.get_by_text("Judges", exact=True)).to_have_count(0)  # the GenAI sidebar's
+    expect(page.get_by_text("Model metrics", exact=True).first).to_be_visible()
+    expect(page.get_by_text("System metrics", exact=True).first).to_be_visible()
+
+
 def test_run_has_per_epoch_charts(ui, page, shot):
     base, _, experiment_id, _, trials = ui
     trial = trials[0]
     page.goto(run_url(base, experiment_id, trial.info.run_id))
     close_assistant(page)
     page.get_by_role("tab", name="Model metrics").click()
+    # No wall of single-value charts: one row of them (test/acc, test/loss; MLflow 3.17 orders sections by
+    # name, so "test" comes before "train" and "val"), then the curves, the first of them on the first screen.
+    expect(page.get_by_text(f"{trial.info.run_name} (train/acc)", exact=True)).to_be_in_viewport()
+    shot("charts-opened")
     search = page.get_by_placeholder("Search metric charts")
     for metric in ("val/acc", "train/loss"):
         search.fill(metric)
@@ -181,13 +235,19 @@ def test_run_has_confusion_and_weight_artifacts(ui, page, shot):
     page.goto(run_url(base, experiment_id, trials[0].info.run_id, "artifacts"))
     close_assistant(page)
     page.get_by_text("confusion", exact=True).click()
-    for epoch in (1, 2, 3):
-        expect(page.get_by_text(f"val_epoch_{epoch:03d}.json", exact=True)).to_be_visible()
+    expect(page.get_by_text("val_epoch_003.json", exact=True)).to_be_visible()  # the last epoch (every 5 and last)
     expect(page.get_by_text("test.json", exact=True)).to_be_visible()
     page.get_by_text("val_epoch_003.json", exact=True).click()
-    expect(page.get_by_text('"epoch": 3').first).to_be_visible()  # the file's content, previewed
-    expect(page.get_by_text('"counts"').first).to_be_visible()
+    expect(page.get_by_text("View as table", exact=True)).to_be_visible()  # a logged table, shown as one
+    headers = page.locator("[role=columnheader]")  # the table's header cells (their accessible name is empty)
+    expect(headers.first).to_have_text("true / predicted")
+    assert headers.all_inner_texts() == ["true / predicted", *map(str, range(10))]
     shot("confusion")
+    page.get_by_text("per_class", exact=True).click()
+    page.get_by_text("test.json", exact=True).last.click()
+    expect(headers.first).to_have_text("class")
+    assert headers.all_inner_texts() == ["class", "precision", "recall", "f1", "support"]
+    shot("per-class")
     page.get_by_text("checkpoints", exact=True).click()
     for name in ("best.npz", "last.npz"):
         expect(page.get_by_text(name, exact=True)).to_be_visible()
@@ -205,15 +265,16 @@ def test_run_has_its_logged_model(ui, page, shot):
     base, _, experiment_id, _, trials = ui
     page.goto(run_url(base, experiment_id, trials[0].info.run_id))
     close_assistant(page)
-    expect(page.get_by_text("Logged models (1)")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Logged models \([12]\)$"))).to_be_visible()  # last, and best if earlier
     link = page.locator('a[href*="/models/m-"]').first
     href = link.get_attribute("href")
     page.goto(f"{base}/{href}")  # the link opens a new tab; follow it here
-    expect(page.get_by_text("model", exact=True).first).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile(r"^mlp-64-128-10(-best)?\b"))).to_be_visible()  # its layers
+    expect(page.get_by_text("digits-test", exact=False).first).to_be_visible()  # the data its metrics are on
     page.get_by_role("link", name="Artifacts", exact=True).click()
     page.get_by_text("MLmodel", exact=True).click()
     expect(page.get_by_text("python_function").first).to_be_visible()  # the MLmodel file, previewed
-    expect(page.get_by_text("loader_module: mlflow.pyfunc.model").first).to_be_visible()
+    expect(page.get_by_text("loader_module: mlflow.pyfunc.loaders.code_model").first).to_be_visible()  # from code
     shot("model")
     page.get_by_text("artifacts", exact=True).first.click()  # the folder holding the weights
     page.get_by_text("network.npz", exact=True).click()

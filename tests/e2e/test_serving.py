@@ -2,11 +2,14 @@
 
 A short run on MNIST (a 2,000-image subset, two epochs; scikit-learn's digits when $NNLAB_DATA_DIR is
 unset) logs its network as a pyfunc model; the served model must answer ``/invocations`` with the
-network's own predictions, in the ``inputs`` and ``dataframe_split`` formats.
+network's own predictions, in the ``inputs`` and ``dataframe_split`` formats, classify PNG files of
+real test digits sent as base64, and answer a malformed request with a short message.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import sys
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import nn
 from nn.data import load_dataset
@@ -48,7 +52,10 @@ def post(url: str, payload: dict, timeout: float = 60.0) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """(store URI, run id, test images X, labels y): one short tracked run and test images it never saw."""
+    """(store URI, final model's URI, run id, test images X, labels y): one short tracked run and test images
+    it never saw."""
+    from mlflow.tracking import MlflowClient
+
     store = tmp_path_factory.mktemp("serving-store")
     root = os.environ.get("NNLAB_DATA_DIR")
     if root:
@@ -60,7 +67,11 @@ def trained(tmp_path_factory):
     run_id = train_tracked(
         *dataset, "model=mlp128", "train.progress=false", f"tracking.dir={store}", "tracking.experiment=serving"
     )
-    return f"sqlite:///{store / 'mlflow.db'}", run_id, test.X[:SAMPLES].astype(np.float64), test.y[:SAMPLES]
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    logged = client.search_logged_models([client.get_run(run_id).info.experiment_id])
+    (last,) = [m for m in logged if m.tags["nnlab.checkpoint"] == "last"]
+    return uri, f"models:/{last.model_id}", run_id, test.X[:SAMPLES].astype(np.float64), test.y[:SAMPLES]
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +79,9 @@ def served(trained, start_server, tmp_path_factory):
     """The run's model served on a free port: (base URL, the network's own probabilities, labels)."""
     from mlflow.tracking import MlflowClient
 
-    uri, run_id, X, y = trained
+    uri, model_uri, run_id, X, y = trained
     port = free_port()
-    server = start_server(
-        "mlflow-models-serve", serve_command(f"runs:/{run_id}/model", port), port, env={"MLFLOW_TRACKING_URI": uri}
-    )
+    server = start_server("mlflow-models-serve", serve_command(model_uri, port), port, env={"MLFLOW_TRACKING_URI": uri})
     # Meanwhile: the weights the run ended with, straight from its checkpoint artifact.
     weights = MlflowClient(uri).download_artifacts(run_id, "checkpoints/last.npz", str(tmp_path_factory.mktemp("w")))
     probs = nn.load(weights).predict_proba(X)
@@ -112,8 +121,43 @@ def test_invocations_dataframe_split_format(served):
     np.testing.assert_array_equal(digits, probs[:20].argmax(axis=1))
 
 
-def test_invocations_rejects_rows_of_the_wrong_width(served):
+def png_base64(pixels: np.ndarray, size: int) -> str:
+    """A test digit (D,) in [0, 1] as a PNG the way a person would send one: dark ink on white, ``size`` pixels."""
+    side = round(len(pixels) ** 0.5)
+    grey = np.rint((1.0 - pixels.reshape(side, side)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(grey).resize((size, size), Image.Resampling.BICUBIC).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_invocations_classify_png_images_sent_as_base64(served):
+    """PNGs of real test digits, 3x their size and inverted: prepared inside the model, classified right."""
+    url, X, _, y = served
+    n = 40
+    images = [png_base64(row, 3 * round(len(row) ** 0.5)) for row in X[:n]]
+    payload = {"dataframe_split": {"columns": ["image"], "data": [[image] for image in images]}}
+    status, body = post(url + "/invocations", payload)
+    assert status == 200, body
+    digits, _ = predictions(body)
+    accuracy = float(np.mean(digits == y[:n]))
+    print(f"served model on PNGs: {accuracy:.1%} of {n} test digits right")
+    assert accuracy >= 0.75
+    status, body = post(url + "/invocations", {"inputs": {"image": images[:1]}})  # the other JSON form
+    assert status == 200 and predictions(body)[0][0] == digits[0], body
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        ({"inputs": [[0.5] * 10] * 2}, "expected rows of"),
+        ({"dataframe_split": {"columns": ["image"], "data": [["not a png"]]}}, "image 0: not valid base64"),
+    ],
+    ids=["wrong-width", "not-an-image"],
+)
+def test_invocations_reject_bad_input_with_a_short_message(served, payload, expected):
     url, X, _, _ = served
-    status, body = post(url + "/invocations", {"inputs": X[:2, :10].tolist()})
+    status, body = post(url + "/invocations", payload)
     assert status == 400, body
-    assert body.get("message"), body
+    message = body.get("message", "")
+    assert expected in message and f"rows of {X.shape[1]} numbers" in message, message
+    assert len(json.dumps(body)) < 600, body  # MLflow quotes the request, then our sentence: no schema dump

@@ -28,6 +28,16 @@ CONF = REPO / "conf"
 import experiments.schema  # noqa: E402,F401  registers the ConfigStore schemas and the `sub` resolver
 
 
+def inputs_by_context(run: Run) -> dict:
+    """A run's dataset inputs by their ``mlflow.data.context`` tag: ``{"training": ..., "test": ...}``."""
+    return {
+        tag.value: entry
+        for entry in run.inputs.dataset_inputs
+        for tag in entry.tags
+        if tag.key == "mlflow.data.context"
+    }
+
+
 def compose_config(*overrides: str) -> DictConfig:
     """The root config composed with ``overrides``, as the command line would give it to ``train``."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

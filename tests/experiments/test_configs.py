@@ -22,6 +22,7 @@ from experiments.train import train
 from nn.data import DataError, datasets
 from nn.data.download import IDX_FILES
 from sweeps.study import open_storage
+from tests.experiments.conftest import inputs_by_context
 from tests.sweeps.conftest import multirun
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -115,7 +116,10 @@ def test_every_config_option_composes_and_trains_one_epoch(
         run = mlflow_store.only_run(experiment_name)
         assert run.info.status == "FINISHED"
         assert {"train/loss", "val/acc", "val/best_acc"} <= set(run.data.metrics)
-        assert [entry.dataset.name for entry in run.inputs.dataset_inputs] == [cfg.dataset.name]
+        inputs = inputs_by_context(run)
+        assert inputs["training"].dataset.name == cfg.dataset.name
+        assert set(inputs) == ({"training", "test"} if "test/acc" in run.data.metrics else {"training"})
+        assert "test" not in inputs or inputs["test"].dataset.name == f"{cfg.dataset.name}-test"
     else:
         assert mlflow_store.runs(experiment_name) == []
 

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from experiments import tracking
 from experiments.train import RunFailed, train
+from tests.experiments.conftest import inputs_by_context
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["train.epochs=2", "train.progress=false", "train.divergence.check_after=3", "model=mlp128"]
@@ -96,7 +97,9 @@ def test_every_dataset_option_trains_tracked_with_its_input_recorded(
     assert [m.step for m in mlflow_store.client.get_metric_history(run.info.run_id, "val/acc")] == [1, 2]
     has_test = kind not in ("csv_digit_recognizer", "csv_train_only")
     assert ("test/acc" in run.data.metrics) == has_test
-    (recorded,) = run.inputs.dataset_inputs
+    inputs = inputs_by_context(run)
+    assert set(inputs) == ({"training", "test"} if has_test else {"training"})
+    recorded = inputs["training"]
     assert recorded.dataset.source_type == "local"
     assert json.loads(recorded.dataset.source)["uri"] == source.resolve().as_uri()
     tags = {tag.key: tag.value for tag in recorded.tags}

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 import nn
-from experiments import predict
-from experiments.predict import InputError, image_features, main, mnist_like, read_image, to_white_on_black
-from nn.data import load_dataset
+from experiments.predict import InputError, image_features, main
+from nn.data import images, load_dataset
+from nn.data.images import mnist_like, read_image, to_white_on_black
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "experiments" / "predict.py"
@@ -102,7 +102,7 @@ def test_mnist_like_box_and_centre_of_mass():
     rows, cols = np.flatnonzero(image.max(axis=1) > 0.5), np.flatnonzero(image.max(axis=0) > 0.5)
     assert rows[-1] - rows[0] + 1 == 20  # the longer side scaled to 20 px ...
     assert 3 <= cols[-1] - cols[0] + 1 <= 5  # ... and the other by as much (40 * 20 / 220)
-    com = predict.center_of_mass(image)
+    com = images.center_of_mass(image)
     assert abs(com[0] - 14) <= 0.5 and abs(com[1] - 14) <= 0.5
 
 
@@ -279,7 +279,7 @@ def test_bad_model_arguments(tmp_path, small_network_file, capsys):
     cases = {
         "no-such-model.npz": "no such file, and not a run id",
         str(not_npz): "not a readable .npz file",
-        "runs:/0123456789abcdef0123456789abcdef/model": "no MLflow store",
+        "runs:/0123456789abcdef0123456789abcdef/mlp-784-10": "no MLflow store",
     }
     for model, phrase in cases.items():
         code = main(["--model", model, "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", str(image)])
@@ -310,8 +310,9 @@ def digits_run(tmp_path_factory, compose):
     uri = f"sqlite:///{store / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("predict").experiment_id])
-    (logged,) = client.search_logged_models([run.info.experiment_id])
-    return uri, run.info.run_id, logged.model_id
+    logged = client.search_logged_models([run.info.experiment_id])
+    (last,) = [m for m in logged if m.tags["nnlab.checkpoint"] == "last"]  # the final model, maybe a -best one too
+    return uri, run.info.run_id, last.model_id
 
 
 def test_run_id_and_model_uris_give_the_same_predictions(digits_run, tmp_path, capsys):
@@ -326,10 +327,15 @@ def test_run_id_and_model_uris_give_the_same_predictions(digits_run, tmp_path, c
         Image.fromarray(255 - raw).resize((80, 80), Image.Resampling.BICUBIC).save(path)
         paths.append(str(path))
     mlflow.set_tracking_uri(uri)
-    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_id}")
     expected = pyfunc.predict(pd.DataFrame(np.array([image_features(p, 64) for p in paths])))["digit"].tolist()
     assert np.mean(np.array(expected) == digits.test.y[:6]) >= 0.5  # the drawings still look like digits
-    for model in (run_id, f"runs:/{run_id}/model", f"models:/{model_id}", f"runs:/{run_id}/checkpoints/last.npz"):
+    for model in (
+        run_id,
+        f"runs:/{run_id}/mlp-64-128-10",
+        f"models:/{model_id}",
+        f"runs:/{run_id}/checkpoints/last.npz",
+    ):
         code = main(["--model", model, "--tracking-uri", uri, *paths])
         out = capsys.readouterr()
         assert code == 0, out.err

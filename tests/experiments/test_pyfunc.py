@@ -1,14 +1,23 @@
+"""The logged MLflow model (``experiments/pyfunc.py`` logs ``experiments/digit_model.py`` as code): named by its
+layer sizes, predicting like the network from pixel rows or base64 images, refusing other input briefly."""
+
+import base64
+import io
 import sys
 import time
+import warnings
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from sklearn.datasets import load_digits
 
 import nn
-from experiments.pyfunc import DigitClassifier, log_model
+from experiments.digit_model import DigitClassifier
+from experiments.pyfunc import log_model
+from nn.data.images import image_features
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +42,10 @@ def logged(tmp_path_factory, network, digits):
         mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
         try:
             experiment_id = mlflow.create_experiment("pyfunc", artifact_location=(root / "artifacts").as_uri())
-            with mlflow.start_run(experiment_id=experiment_id):
+            with mlflow.start_run(experiment_id=experiment_id), warnings.catch_warnings():
+                warnings.simplefilter("error")  # no cloudpickle or type-hint warning
                 start = time.perf_counter()
-                info = log_model(network, digits)
+                info = log_model(network, digits, step=7, tags={"nnlab.checkpoint": "last"})
                 seconds = time.perf_counter() - start
             yield info, seconds
         finally:
@@ -49,6 +59,14 @@ def loaded(logged):
 
 def test_log_model_is_fast(logged):
     assert logged[1] < 5.0
+
+
+def test_logged_model_is_named_by_its_layers_with_its_epoch(logged):
+    model = mlflow.get_logged_model(logged[0].model_id)
+    assert model.name == "mlp-64-16-10"
+    assert model.tags["nnlab.checkpoint"] == "last"
+    assert logged[0].signature.inputs is None  # rows or images: checked by the model, not by MLflow
+    assert [c.name for c in logged[0].signature.outputs.inputs] == ["digit"] + [f"prob_{k}" for k in range(10)]
 
 
 def test_loaded_model_predicts_like_the_network(loaded, network, digits):
@@ -74,8 +92,34 @@ def test_json_serving_payload_round_trips(logged):
 
 
 def test_loaded_model_rejects_the_wrong_number_of_columns(loaded, digits):
-    with pytest.raises(mlflow.exceptions.MlflowException, match="64 inputs"):
+    with pytest.raises(ValueError, match=r"expected rows of 64 numbers .* got an array of shape \(50, 10\)"):
         loaded.predict(digits[:, :10])
+
+
+def png_base64(pixels: np.ndarray, size: int) -> str:
+    """A grey (H, W) array in [0, 1] as a base64 PNG, scaled to ``size`` x ``size`` and inverted (dark ink)."""
+    image = Image.fromarray(((1.0 - pixels) * 255).astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_loaded_model_classifies_base64_images_as_their_prepared_rows(loaded, network, digits):
+    """A column ``image`` of PNGs (dark on light, 80x80): prepared inside the model as predict.py prepares a file."""
+    encoded = [png_base64(row.reshape(8, 8), 80) for row in digits[:6]]
+    out = loaded.predict(pd.DataFrame({"image": encoded}))
+    rows = np.stack([image_features(base64.b64decode(text), 64) for text in encoded])
+    np.testing.assert_allclose(out.filter(like="prob_").to_numpy(), network.predict_proba(rows), rtol=1e-6)
+    np.testing.assert_array_equal(loaded.predict({"image": encoded[:2]})["digit"], out["digit"][:2])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [("not base64!", "image 0: not valid base64"), (base64.b64encode(b"hello").decode(), "not an image Pillow")],
+)
+def test_loaded_model_names_a_bad_image(loaded, bad, message):
+    with pytest.raises(ValueError, match=message):
+        loaded.predict(pd.DataFrame({"image": [bad]}))
 
 
 @pytest.fixture
@@ -98,5 +142,5 @@ def test_predict_accepts_a_single_row_and_a_dataframe(classifier, network, digit
     ids=["wrong-columns", "non-numeric-frame", "strings", "3-d"],
 )
 def test_predict_rejects_bad_input_naming_the_expected_width(classifier, bad_input):
-    with pytest.raises(ValueError, match="expected 64 numeric columns"):
+    with pytest.raises(ValueError, match="expected rows of 64 numbers"):
         classifier.predict(None, bad_input)

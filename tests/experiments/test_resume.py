@@ -126,7 +126,7 @@ def test_reproduce_notes_code_that_differs():
 def test_resume_takes_the_newest_training_state_whichever_file_holds_it(
     epochs, compose, mlflow_store, experiment_name, tmp_path
 ):
-    """States alternate between resume_a.npz and resume_b.npz: interrupted after 3 epochs the newest is in one,
+    """States alternate between resume/state_a.npz and state_b.npz: interrupted after 3 epochs the newest is in one,
     after 4 in the other; the state picked is the newest either way."""
     from experiments.callbacks import Callback
     from experiments.runs import latest_training_state
@@ -141,6 +141,6 @@ def test_resume_takes_the_newest_training_state_whichever_file_holds_it(
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[Interrupt()])
     run_id = mlflow_store.only_run(experiment_name).info.run_id
-    names = {a.path for a in mlflow_store.client.list_artifacts(run_id, "checkpoints")}
-    assert {"checkpoints/resume_a.npz", "checkpoints/resume_b.npz"} <= names
+    names = {a.path for a in mlflow_store.client.list_artifacts(run_id, "resume")}
+    assert names == {"resume/state_a.npz", "resume/state_b.npz"}  # in a folder of their own
     assert latest_training_state(mlflow_store.client, run_id, tmp_path)[1] == epochs

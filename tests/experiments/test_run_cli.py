@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,12 @@ def test_cli_run_logs_hydra_files_and_names_the_run_from_its_overrides(mlflow_st
 
     run = mlflow_store.only_run(experiment_name)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "dataset=digits train.epochs=2"  # tracking.* and hydra.* overrides left out
+    assert run.info.run_name == "digits epochs=2"  # tracking.* and hydra.* overrides left out
+    experiment = mlflow_store.client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's model-training view
+    page = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+    assert f"{page}?workflowType=machine_learning" in done.stdout + done.stderr
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///" in done.stdout
     assert run.data.tags["nnlab.overrides"] == " ".join(task)
     artifacts = mlflow_store.artifacts(run.info.run_id)
     assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= set(artifacts)
@@ -92,3 +98,40 @@ def test_a_diverged_run_exits_1_with_its_reason(mlflow_store, experiment_name, t
     run = mlflow_store.only_run(experiment_name)
     assert run.info.status == "FAILED"
     assert f"The run failed: {run.data.tags['nnlab.failure_reason']} MLflow run {run.info.run_id}" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        (["dataset=digits", "train.epochs=2"], "digits epochs=2"),
+        (["dataset=mnist", "model=wide1024", "optimizer.lr=0.05", "tracking.dir=x"], "wide1024 lr=0.05 mnist"),
+        (["experiment=r1", "optimizer=adam", "optimizer.weight_decay=0.000123456", "seed=3"],
+         "adam weight_decay=0.000123 seed=3 r1"),
+        (["model.hidden=[2048,2048,2048]", "optimizer.lr=0.1", "model.dropout=0.5", "augment=elastic",
+          "schedule=warmup_cosine", "dataset=mnist"], "hidden=[2048,2048,2048] lr=0.1 dropout=0.5 augment=elastic …"),
+        (["tracking.dir=x", "train.progress=false"], "defaults"),
+    ],
+)  # fmt: skip
+def test_run_names_put_what_differs_first_and_stay_short(overrides, name):
+    from experiments.tracking import NAME_LIMIT, run_name
+
+    assert run_name(overrides) == name and len(name) <= NAME_LIMIT
+
+
+def test_a_multiruns_runs_are_named_by_the_swept_values_first(mlflow_store, experiment_name, tmp_path):
+    """``-m optimizer.lr=0.02,0.5``: the key Hydra sweeps leads each run's name, read from ``multirun.yaml``."""
+    done = run_cli(
+        "-m",
+        "dataset=digits",
+        "model=mlp128",
+        "optimizer.lr=0.02,0.5",
+        "train.epochs=1",
+        "train.progress=false",
+        "tracking.log_model=false",
+        f"tracking.dir={mlflow_store.dir}",
+        f"tracking.experiment={experiment_name}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = sorted(run.info.run_name for run in mlflow_store.runs(experiment_name))
+    assert names == ["lr=0.02 mlp128 digits epochs=1", "lr=0.5 mlp128 digits epochs=1"]

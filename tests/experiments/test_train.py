@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -18,6 +19,7 @@ import nn
 from experiments import train as train_module
 from experiments.callbacks import Callback, Pruned
 from experiments.train import StuckAtChance, check_progress, train
+from tests.experiments.conftest import inputs_by_context
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
 QUICK = ["dataset=digits", "model=mlp128", "train.progress=false"]
@@ -79,8 +81,8 @@ def image_steps(artifacts: list[str]) -> dict[str, set[int]]:
 
 
 def policy_checkpoints(artifacts: list[str]) -> list[str]:
-    """The checkpoints the policy writes (``resume_*.npz`` are resume points, written whatever the policy)."""
-    return [p for p in artifacts if p.startswith("checkpoints/") and not p.startswith("checkpoints/resume_")]
+    """The checkpoints the policy writes (the training states in ``resume/`` are written whatever the policy)."""
+    return [p for p in artifacts if p.startswith("checkpoints/")]
 
 
 def same_params(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
@@ -206,14 +208,24 @@ def test_every_epoch_metric_has_one_value_per_epoch_at_step_epoch(all_policy, ml
     assert train_loss[-1] < train_loss[0]
 
 
-def test_validation_confusion_json_every_epoch_counts_the_validation_set(all_policy, mlflow_store, tmp_path):
+def logged_table(mlflow_store, run_id: str, path: str) -> pd.DataFrame:
+    """A table logged with ``mlflow.log_table``, found as MLflow finds tables (the run's ``mlflow.loggedArtifacts``)."""
+    experiment_id = mlflow_store.client.get_run(run_id).info.experiment_id
+    mlflow.set_tracking_uri(mlflow_store.uri)  # MlflowClient.load_table searches the runs of the current store
+    return mlflow_store.client.load_table(experiment_id, path, run_ids=[run_id])
+
+
+def test_validation_confusion_tables_every_k_epochs_count_the_validation_set(all_policy, mlflow_store):
     names = [p for p in all_policy.artifacts if p.startswith("confusion/val_epoch_")]
-    assert names == [f"confusion/val_epoch_{epoch:03d}.json" for epoch in range(1, 5)]
+    assert names == ["confusion/val_epoch_002.json", "confusion/val_epoch_004.json"]  # confusion_every=2
+    tables = json.loads(all_policy.run.data.tags["mlflow.loggedArtifacts"])  # what the UI shows as tables
+    assert {"path": names[0], "type": "table"} in tables
     val_acc = dict(history(mlflow_store, all_policy.run_id, "val/acc"))
-    for epoch, name in enumerate(names, start=1):
-        matrix = json.loads(mlflow_store.download(all_policy.run_id, name, tmp_path / str(epoch)).read_text())
-        assert matrix["epoch"] == epoch
-        counts = np.array(matrix["counts"])
+    for epoch, name in zip((2, 4), names):
+        table = logged_table(mlflow_store, all_policy.run_id, name)
+        assert list(table.columns) == ["true / predicted"] + [str(k) for k in range(10)]
+        assert table["true / predicted"].tolist() == list(range(10))
+        counts = table.drop(columns="true / predicted").to_numpy()
         assert counts.shape == (10, 10) and counts.dtype.kind == "i" and (counts >= 0).all()
         assert counts.sum() == len(all_policy.dataset.val.y)
         np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(all_policy.dataset.val.y, minlength=10))
@@ -262,19 +274,26 @@ def test_final_metrics_are_the_test_results_of_the_final_network(all_policy, mlf
     val_acc = history(mlflow_store, all_policy.run_id, "val/acc")
     best_step, best_value = max(val_acc, key=lambda sv: (sv[1], -sv[0]))
     assert metrics["val/best_acc"] == best_value and metrics["best_epoch"] == best_step
-    y = all_policy.dataset.test.y
-    predicted = probs.argmax(axis=1)
-    for k in range(10):
-        assert metrics[f"test/acc_class_{k}"] == pytest.approx(np.mean(predicted[y == k] == k))
+    assert not [key for key in metrics if "class" in key]  # per-class results are a table, not ten metrics
     assert metrics["test/acc"] > 0.8  # four epochs on digits
 
 
-def test_figures_and_test_confusion_are_logged(best_and_last, mlflow_store, tmp_path):
+def test_per_class_precision_recall_f1_of_the_test_set_as_a_table(all_policy, mlflow_store):
+    table = logged_table(mlflow_store, all_policy.run_id, "per_class/test.json")
+    y, predicted = all_policy.dataset.test.y, all_policy.network.predict(all_policy.dataset.test.X)
+    assert table["class"].tolist() == list(range(10))
+    for k, row in table.iterrows():
+        recall, precision = np.mean(predicted[y == k] == k), np.mean(y[predicted == k] == k)
+        assert row["recall"] == pytest.approx(recall) and row["precision"] == pytest.approx(precision)
+        assert row["f1"] == pytest.approx(2 * precision * recall / (precision + recall))
+        assert row["support"] == np.sum(y == k)
+
+
+def test_figures_and_test_confusion_are_logged(best_and_last, mlflow_store):
     for name in ("figures/curves.png", "figures/test_confusion.png", "figures/misclassified.png"):
         assert name in best_and_last.artifacts
-    counts = json.loads(mlflow_store.download(best_and_last.run_id, "confusion/test.json", tmp_path).read_text())
-    assert np.array(counts["counts"]).sum() == len(best_and_last.dataset.test.y)
-    assert "test_per_class_accuracy.json" in best_and_last.artifacts
+    counts = logged_table(mlflow_store, best_and_last.run_id, "confusion/test.json").drop(columns="true / predicted")
+    assert counts.to_numpy().sum() == len(best_and_last.dataset.test.y)
 
 
 def test_misclassified_zero_finishes_the_run_without_the_grid(all_policy):
@@ -283,9 +302,12 @@ def test_misclassified_zero_finishes_the_run_without_the_grid(all_policy):
     assert "figures/misclassified.png" not in all_policy.artifacts and "figures/curves.png" in all_policy.artifacts
 
 
-def test_training_set_is_logged_as_the_dataset_input(all_policy):
-    inputs = all_policy.run.inputs.dataset_inputs
-    assert len(inputs) == 1
+def test_training_and_test_sets_are_logged_as_dataset_inputs(all_policy):
+    inputs = inputs_by_context(all_policy.run)
+    assert sorted(inputs) == ["test", "training"]
+    assert inputs["test"].dataset.name == "digits-test"
+    assert json.loads(inputs["test"].dataset.profile)["features_shape"] == list(all_policy.dataset.test.X.shape)
+    inputs = [inputs["training"]]
     dataset = inputs[0].dataset
     assert dataset.name == "digits" and dataset.digest
     assert json.loads(dataset.source)["uri"].endswith("/sklearn/datasets/data/digits.csv.gz")
@@ -303,21 +325,33 @@ def test_no_model_is_logged_when_log_model_is_off(all_policy, mlflow_store):
     assert len(found) == 0
 
 
-def test_pyfunc_model_is_linked_to_the_run_and_predicts_like_the_network(best_and_last, mlflow_store):
+def test_the_last_and_the_best_epoch_are_logged_models_with_their_epochs(best_and_last, mlflow_store):
     # MLflow 3 logs models as LoggedModels outside the run's artifacts; the run lists them in outputs.
     mlflow.set_tracking_uri(mlflow_store.uri)
-    outputs = best_and_last.run.outputs.model_outputs
-    assert len(outputs) == 1
+    outputs = {o.model_id: o.step for o in best_and_last.run.outputs.model_outputs}
     logged = mlflow.search_logged_models(
         experiment_ids=[best_and_last.run.info.experiment_id],
         filter_string=f"source_run_id = '{best_and_last.run_id}'",
         output_format="list",
     )
-    assert [(m.model_id, m.name) for m in logged] == [(outputs[0].model_id, "model")]
-    X = best_and_last.dataset.test.X
-    expected = best_and_last.network.predict_proba(X)
-    for uri in (logged[0].model_uri, f"runs:/{best_and_last.run_id}/model"):
-        predicted = mlflow.pyfunc.load_model(uri).predict(X)
+    models = {m.tags["nnlab.checkpoint"]: m for m in logged}
+    assert len(logged) == 2 and models["last"].name == "mlp-64-128-10" and models["best"].name == "mlp-64-128-10-best"
+    assert outputs == {models["last"].model_id: 3, models["best"].model_id: 2}  # the epochs, as steps
+    assert models["last"].tags["epoch"] == "3" and models["best"].tags["epoch"] == "2"
+    # the test metrics belong to the last model and name the test set (the UI's dataset column)
+    linked = {m.key: m for m in models["last"].metrics}
+    assert linked["test/acc"].value == best_and_last.run.data.metrics["test/acc"]
+    assert linked["test/acc"].dataset_name == "digits-test"
+    test, val = best_and_last.dataset.test, best_and_last.dataset.val
+    for checkpoint, network in (("last", best_and_last.network), ("best", None)):
+        loaded = mlflow.pyfunc.load_model(models[checkpoint].model_uri)
+        if network is None:  # the best epoch's weights: they validate as well as epoch 2 did
+            probs = loaded.predict(val.X).filter(like="prob_").to_numpy()
+            val_acc = dict(history(mlflow_store, best_and_last.run_id, "val/acc"))
+            assert np.mean(probs.argmax(axis=1) == val.y) == pytest.approx(val_acc[2], abs=1e-12)
+            continue
+        predicted = loaded.predict(test.X)
+        expected = network.predict_proba(test.X)
         np.testing.assert_array_equal(predicted["digit"].to_numpy(), expected.argmax(axis=1))
         np.testing.assert_allclose(predicted.filter(like="prob_").to_numpy(), expected, rtol=1e-5, atol=1e-7)
 
@@ -339,7 +373,7 @@ def test_mnist_subset_run_is_tracked(compose, mlflow_store, experiment_name):
     )
     run = mlflow_store.only_run(experiment_name)
     assert run.info.status == "FINISHED" and run.data.tags["dataset.name"] == "mnist"
-    assert json.loads(run.inputs.dataset_inputs[0].dataset.profile)["features_shape"] == [1000, 784]
+    assert json.loads(inputs_by_context(run)["training"].dataset.profile)["features_shape"] == [1000, 784]
     assert result.objective > 0.3 and math.isfinite(run.data.metrics["test/acc"])
 
 
@@ -532,8 +566,8 @@ def test_logged_losses_and_confusion_matrices_match_an_independent_computation(
         part = getattr(dataset, split)
         expected = np.zeros((10, 10), dtype=int)
         np.add.at(expected, (part.y, network.predict(part.X)), 1)
-        logged = json.loads(mlflow_store.download(run.info.run_id, path, tmp_path / split).read_text())
-        assert np.array_equal(np.array(logged["counts"]), expected), split
+        logged = logged_table(mlflow_store, run.info.run_id, path).drop(columns="true / predicted").to_numpy()
+        assert np.array_equal(logged, expected), split
         assert not np.array_equal(expected, expected.T)  # a transposed matrix would differ
 
 
@@ -574,3 +608,34 @@ def test_a_diverged_run_is_told_from_a_crashed_one_by_its_state(compose, mlflow_
     run = mlflow_store.only_run(experiment_name)
     assert run.data.tags["nnlab.state"] == "diverged"
     assert run.data.tags["mlflow.note.content"].endswith(run.data.tags["nnlab.failure_reason"])  # in full
+
+
+def test_register_as_registers_the_final_model_as_a_new_version(compose, mlflow_store):
+    first = tracked_run(compose, mlflow_store, "register-as", "train.epochs=2", "tracking.register_as=digits-mlp128")
+    versions = mlflow_store.client.search_model_versions("name = 'digits-mlp128'")
+    assert [(v.version, v.run_id) for v in versions] == [(1, first.run_id)]
+    (last,) = [o.model_id for o in first.run.outputs.model_outputs if o.step == 2]
+    assert versions[0].source == f"models:/{last}" and versions[0].tags["nnlab.checkpoint"] == "last"  # not the best
+    plain = tracked_run(compose, mlflow_store, "register-as-off", "train.epochs=2")  # the default: nothing registered
+    assert plain.run_id not in {v.run_id for v in mlflow_store.client.search_model_versions()}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_system_metrics_are_logged_per_run_unless_turned_off(compose, mlflow_store, enabled):
+    mlflow.set_system_metrics_sampling_interval(0.2)  # MLflow samples every 10 s: too slow for a 2 s run
+    try:
+        result = tracked_run(
+            compose,
+            mlflow_store,
+            f"system-metrics-{enabled}",
+            "train.epochs=10",
+            "tracking.log_model=false",
+            f"tracking.system_metrics={str(enabled).lower()}",
+        )
+    finally:
+        mlflow.set_system_metrics_sampling_interval(None)
+    system = {key for key in result.run.data.metrics if key.startswith("system/")}
+    if enabled:
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
+    else:
+        assert system == set()

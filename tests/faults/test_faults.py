@@ -231,7 +231,7 @@ def test_predict_refuses_an_image_too_large_to_decode_before_decoding_it(tmp_pat
 
     Image.new("L", (6000, 6000)).save(tmp_path / "huge.png")
     with pytest.raises(predict.InputError, match="6000x6000 pixels, more than the 25 million"):
-        predict.read_image(tmp_path / "huge.png")
+        predict.image_features(tmp_path / "huge.png")
 
 
 def test_ci_refuses_to_run_without_the_data_folder(tmp_path):
