@@ -28,6 +28,7 @@ from nn.network import check_mlp, parameter_count
 
 OBJECTIVES = tuple(f"{split}/{metric}" for split in ("train", "val", "test") for metric in ("acc", "loss"))
 CHECKPOINT_POLICIES = ("all", "every_k", "best_and_last", "last", "none")
+DIAGNOSTICS_SAMPLE = 1000  # validation examples that activation statistics and dead units are measured on
 
 
 def network(
@@ -149,6 +150,7 @@ class Parts:
     schedule: nn.Schedule
     clipper: nn.clipping.Clipper
     make_augmenter: partial | None  # (image_shape) -> Augmenter; None: no augmentation
+    callbacks: list  # nn.callbacks.Callback objects of the callbacks group (early_stopping)
 
 
 def parts(cfg: DictConfig) -> Parts:
@@ -166,7 +168,8 @@ def parts(cfg: DictConfig) -> Parts:
     if cfg.get("augment") is not None:
         call("augment", cfg.augment)  # checks the values now; the image shape comes with the data
         make_augmenter = call("augment", cfg.augment, _partial_=True)
-    return Parts(make_network, optimizer, schedule, clipper, make_augmenter)
+    callbacks = [call("callbacks", node) for node in (cfg.get("callbacks") or {}).values()]
+    return Parts(make_network, optimizer, schedule, clipper, make_augmenter, callbacks)
 
 
 def augmenter(parts: Parts, dataset: Dataset) -> nn.Augmenter | None:

@@ -1,18 +1,22 @@
-"""Per-epoch hooks of ``train(cfg, callbacks=[...])``: a sweep's pruner, early stopping, anything else.
+"""Hooks of ``train(cfg, callbacks=[...])``: ``nn.callbacks`` (early stopping, anything else), plus a
+sweep's pruner.
 
-A callback sees every epoch's metrics once they are logged; raising ``Pruned`` from it stops the run,
-which is closed as KILLED with ``nnlab.state=pruned`` and returned with status ``"pruned"``.
+A callback sees every epoch's finite metrics once they are logged. Raising ``nn.callbacks.StopTraining``
+ends the run as FINISHED (early stopping); raising ``Pruned`` ends it as KILLED with
+``nnlab.state=pruned``, returned with status ``"pruned"``.
 """
 
 from __future__ import annotations
+
+import nn.callbacks
 
 
 class Pruned(Exception):
     """Raised by a callback to stop the run early; its message is the run's reason."""
 
 
-class Callback:
-    """Override what you need; ``run_id`` is the MLflow run's id (None with ``tracking=none``)."""
+class Callback(nn.callbacks.Callback):
+    """``nn``'s callback plus ``run_id``: the MLflow run's id, which ``train()`` sets before the first epoch
+    (None with ``tracking=none``)."""
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float], run_id: str | None) -> None:
-        """After epoch ``epoch`` (from 1) is logged, with its finite metrics (``val/acc``, ``train/loss``, ...)."""
+    run_id: str | None = None

@@ -65,6 +65,7 @@ class TrainConf:
     dtype: str = "float32"
     grad_norm_every: int = 10  # measure the gradient norm every this many steps
     progress: bool = True  # progress bar within each epoch (only on a terminal)
+    diagnostics: bool = True  # per-layer norms, update ratios, activations and dead units, logged under watch/
     divergence: DivergenceConf = field(default_factory=DivergenceConf)
 
 
@@ -110,6 +111,7 @@ class Config:
     schedule: Any = None
     clipping: Any = None
     augment: Any = None  # null: no augmentation
+    callbacks: Any = None  # conf/callbacks/: {name: {_target_: an nn.callbacks class, its arguments}}
     tracking: TrackingConf = field(default_factory=TrackingConf)
     sweep_trial: SweepTrialConf = field(default_factory=SweepTrialConf)  # set by the sweeper on each job
 

@@ -227,6 +227,8 @@ class NullTracker:
 
     run_id: str | None = None
     uri: str | None = None
+    callbacks: list = []
+    dead: dict = {}
 
     def start(self) -> None:
         pass
@@ -234,7 +236,7 @@ class NullTracker:
     def log_epoch(self, epoch, metrics, network, val_counts, last, trainer, history) -> None:
         pass
 
-    def finish(self, network, dataset, history, final_metrics, test) -> None:
+    def finish(self, network, dataset, history, final_metrics, test, stopped=None, kept=None) -> None:
         pass
 
     def fail(self, reason: str, epoch: int, state: str = "crashed") -> None:
@@ -279,6 +281,8 @@ class MlflowTracker:
         self.uri: str | None = None
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+        self.callbacks: list = []  # train() sets them: their state goes into every resume point
+        self.dead: dict[str, float] = {}  # train() sets it: ReLU layers more than half dead, last epoch
 
     def start(self) -> None:
         """Open the run (or reopen the resumed one) and log what is known before training.
@@ -368,7 +372,14 @@ class MlflowTracker:
         """Everything ``experiments/resume.py`` needs to continue after this epoch, in ``resume/`` in one of
         two files used in turn, so that a kill while one is being written leaves the other intact."""
         epoch = len(history)
-        spec, params, arrays = training_snapshot(network, trainer.state_dict(), {"epoch": epoch, "history": history})
+        states, arrays = {}, {}
+        for index, callback in enumerate(self.callbacks):
+            if hasattr(callback, "state_dict"):
+                state = dict(callback.state_dict())
+                arrays |= {f"callback{index}/{k}": v for k, v in (state.pop("params", None) or {}).items()}
+                states[str(index)] = state
+        record = {"epoch": epoch, "history": history, "callbacks": states}
+        spec, params, arrays = training_snapshot(network, trainer.state_dict(), record, arrays)
         self._submit(self._write_checkpoint, spec, params, RESUME_STATES[epoch % 2], arrays, RESUME_FOLDER)
 
     def _confusion_image(self, counts: np.ndarray, epoch: int) -> None:
@@ -395,10 +406,23 @@ class MlflowTracker:
         if self.policy != "none" and not last:
             self._resume_point(network, trainer, history)
 
-    def finish(self, network: nn.Network, dataset: Dataset, history: list[dict], final: dict, test) -> None:
-        """Log the final metrics, tables and figures, the logged models, and close the run as FINISHED."""
+    def finish(
+        self,
+        network: nn.Network,
+        dataset: Dataset,
+        history: list[dict],
+        final: dict,
+        test,
+        stopped: str | None = None,
+        kept: int | None = None,
+    ) -> None:
+        """Log the final metrics, tables and figures, the logged models, and close the run as FINISHED.
+
+        ``stopped``: why a callback ended training early; ``kept``: the epoch whose weights the network
+        now holds, when a callback restored them (early stopping's ``restore_best``)."""
         self._submit(self._figure, figures.curves_figure(history), "figures/curves.png")
-        models = self._log_models(network, len(history)) if self.log_model else {}
+        epoch = kept or len(history)
+        models = self._log_models(network, epoch) if self.log_model else {}
         if test is not None:
             counts, probs = test
             predicted = probs.argmax(axis=1)
@@ -415,14 +439,24 @@ class MlflowTracker:
         if test_metrics:  # linked to the final model and the test set: the logged model's page shows them
             test_set = self._numpy_dataset(dataset.test, f"{dataset.name}-test", dataset)
             mlflow.log_input(test_set, context="test")
-            mlflow.log_metrics(test_metrics, step=len(history), model_id=models.get("last"), dataset=test_set)
+            mlflow.log_metrics(test_metrics, step=epoch, model_id=models.get("last"), dataset=test_set)
         best = f"best validation accuracy {final['val/best_acc']:.4f} at epoch {final['best_epoch']}"
         result = (
             f"test accuracy {final['test/acc']:.4f} (loss {final['test/loss']:.4f}), " if "test/acc" in final else ""
         )
-        self._end("FINISHED", {"nnlab.state": "finished"}, f"Finished after {len(history)} epochs: {result}{best}.")
+        weights = f" on the weights of epoch {kept}" if kept and kept != len(history) else ""
+        outcome = f"Finished after {len(history)} epochs: {result}{best}{weights}."
+        tags = {"nnlab.state": "finished"}
+        if stopped:
+            outcome += f" Training {stopped}."
+            tags |= {"nnlab.stopped_early": str(len(history)), "nnlab.kept_epoch": str(epoch)}
+        if self.dead:
+            shares = ", ".join(f"{k.split('/')[1]} {v:.0%}" for k, v in self.dead.items())
+            outcome += f" More than half of a layer's units are dead on the validation set ({shares})."
+            tags["nnlab.warning"] = f"dead units: {shares}"
+        self._end("FINISHED", tags, outcome)
 
-    def _log_models(self, network: nn.Network, epochs: int) -> dict[str, str]:
+    def _log_models(self, network: nn.Network, epochs: int) -> dict[str, str]:  # epochs: the final weights' epoch
         """The final network as a logged model named by its layer sizes (registered as ``register_as`` if
         set) and, when an earlier epoch validated better, that epoch's weights as ``<name>-best``; each with
         its epoch as step. Returns ``{"last": model_id, "best": model_id}``."""

@@ -30,6 +30,8 @@ from experiments import build, figures
 from experiments.callbacks import Callback, Pruned
 from experiments.store import open_store, resolve_store
 from experiments.tracking import MlflowTracker, NullTracker
+from nn.callbacks import StopTraining
+from nn.diagnostics import Watch, activations
 from nn.serialization import load_training_state
 
 log = logging.getLogger("nnlab")
@@ -157,22 +159,33 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
         cfg.train.batch_size,
         rng,
         cfg.train.grad_norm_every,
+        Watch(network, every=cfg.train.grad_norm_every) if cfg.train.diagnostics else None,
     )
+    callbacks = [*parts.callbacks, *callbacks]
     history: list[dict] = []
     if resume is not None:
         saved, state, record = load_training_state(resume.state_file)
         network.set_params(saved.params)
         trainer.load_state_dict(state)
         history = record["history"]
+        load_callback_states(callbacks, record)
     overrides, hydra_dir, swept = hydra_context()
     tracker = (
         MlflowTracker(cfg, dataset, overrides, hydra_dir, resume.run_id if resume else None, history, swept)
         if cfg.tracking.enabled
         else NullTracker()
     )
-    epochs, epoch = cfg.train.epochs, len(history)
+    tracker.callbacks = callbacks
+    epochs, epoch, stopped = cfg.train.epochs, len(history), None
+    val_sample = dataset.val.X[: build.DIAGNOSTICS_SAMPLE]
     try:
         tracker.start()
+        for callback in callbacks:
+            if isinstance(callback, Callback):
+                callback.run_id = tracker.run_id
+            callback.on_train_start(network)
+        if resume is not None and history:  # the state was saved before the callbacks saw its epoch
+            stopped = replay_last_epoch(callbacks, history[-1])
         log.info(
             "%s on %s: %d train / %d val examples",
             network_summary(network),
@@ -181,12 +194,14 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
             len(dataset.val.y),
         )
         warned = None
-        for epoch in range(len(history) + 1, epochs + 1):
+        for epoch in range(len(history) + 1, epochs + 1 if stopped is None else 0):
             row, val_probs = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
             history.append(row)
             counts = figures.confusion_matrix(dataset.val.y, val_probs.argmax(axis=1), dataset.num_classes)
             metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
-            tracker.log_epoch(epoch, metrics, network, counts, epoch == epochs, trainer, history)
+            watched = diagnostics(trainer.watch, network, val_sample)
+            tracker.log_epoch(epoch, metrics | watched, network, counts, epoch == epochs, trainer, history)
+            tracker.dead = {k: v for k, v in watched.items() if k.endswith("dead_fraction") and v > 0.5}
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.3g  %.2fs",
                 epoch,
@@ -203,15 +218,24 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
                 log.warning("%s", warning)
                 tracker.warn(warning)
                 warned = warning
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, metrics, tracker.run_id)
+            try:
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, metrics)
+            except StopTraining as stop:
+                stopped = str(stop)
+                log.info("%s", stopped)
+                break
+        for callback in callbacks:
+            callback.on_train_end(network)
         final, test = final_metrics(network, dataset, history)
-        tracker.finish(network, dataset, history, final, test)
+        kept = next((c.best_epoch for c in callbacks if getattr(c, "restore_best", False) and c.best_epoch), None)
+        tracker.finish(network, dataset, history, final, test, stopped, kept)
     except (nn.Diverged, StuckAtChance) as err:
         reason = str(err)
         if isinstance(err, nn.Diverged):  # nn counts epochs from 0, runs from 1
+            because = f" ({err.explanation})" if err.explanation else ""
             reason = (
-                f"training diverged: loss is {err.loss} at epoch {epoch}, step {err.step}. "
+                f"training diverged: loss is {err.loss} at epoch {epoch}, step {err.step}{because}. "
                 "Lower optimizer.lr, or add clipping=value or clipping=norm."
             )
         log.error("run failed at epoch %d: %s", epoch, reason)
@@ -238,6 +262,38 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
         log.info("logged as MLflow run %s: %s", tracker.run_id, tracker.page())
     value = objective(cfg.train.objective, history[-1], final)
     return TrainResult(tracker.run_id, "finished", None, history, final, value)
+
+
+def diagnostics(watch: Watch | None, network: nn.Network, val_sample: np.ndarray) -> dict[str, float]:
+    """This epoch's per-layer statistics under ``watch/`` (MLflow shows them after the learning curves), or
+    none when ``train.diagnostics=false``."""
+    if watch is None:
+        return {}
+    stats = watch.epoch_metrics() | activations(network, val_sample)
+    return {f"watch/{key}": value for key, value in stats.items() if math.isfinite(value)}
+
+
+def replay_last_epoch(callbacks: Sequence, row: dict) -> str | None:
+    """Show the stateful callbacks (early stopping) the resumed state's last epoch, which they had not seen
+    when it was written; returns why training stops if one stops it there."""
+    metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
+    try:
+        for callback in callbacks:
+            if hasattr(callback, "load_state_dict"):
+                callback.on_epoch_end(row["epoch"], metrics)
+    except StopTraining as stop:
+        return str(stop)
+    return None
+
+
+def load_callback_states(callbacks: Sequence, record: dict) -> None:
+    """Give each stateful callback (early stopping) what it had when the resumed state was written."""
+    states, arrays = record.get("callbacks", {}), record.get("arrays", {})
+    for index, callback in enumerate(callbacks):
+        if hasattr(callback, "load_state_dict") and str(index) in states:
+            prefix = f"callback{index}/"
+            params = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)} or None
+            callback.load_state_dict(states[str(index)] | {"params": params})
 
 
 def train_epoch(trainer: nn.Trainer, dataset, epoch: int, epochs: int, progress: bool) -> tuple[dict, np.ndarray]:

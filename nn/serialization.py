@@ -20,7 +20,7 @@ from nn.layers import Dense, Dropout, Layer
 from nn.network import Network
 
 FORMAT, VERSION, HEADER = "nnlab.network", 1, "__nnlab__"
-TRAINING, OPTIMIZER_PREFIX = "__training__", "optimizer/"
+TRAINING, OPTIMIZER_PREFIX, EXTRA_PREFIX = "__training__", "optimizer/", "extra/"
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls for cls in (Dense, Dropout, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax)
 }
@@ -86,7 +86,7 @@ def load(path: str | os.PathLike, rng: np.random.Generator | None = None) -> Net
         raise ModelFileError(
             f"{path}: an .npz without the {HEADER!r} architecture entry, so not an nnlab network. {fix}"
         )
-    arrays = {k: v for k, v in arrays.items() if k != TRAINING and not k.startswith(OPTIMIZER_PREFIX)}
+    arrays = {k: v for k, v in arrays.items() if k != TRAINING and not k.startswith((OPTIMIZER_PREFIX, EXTRA_PREFIX))}
     try:
         spec = json.loads(str(arrays.pop(HEADER)))
         if spec.get("format") != FORMAT or spec.get("version") != VERSION:
@@ -111,9 +111,12 @@ def save_training_state(
     return write(path, *training_snapshot(network, trainer_state, extra))
 
 
-def training_snapshot(network: Network, trainer_state: dict, extra: dict | None = None) -> tuple[dict, dict, dict]:
+def training_snapshot(
+    network: Network, trainer_state: dict, extra: dict | None = None, extra_arrays: dict | None = None
+) -> tuple[dict, dict, dict]:
     """Copies of everything ``save_training_state`` writes, as ``write``'s (spec, params, extra) arguments,
-    so that training can go on while another thread writes them."""
+    so that training can go on while another thread writes them. ``extra_arrays`` (name -> array, e.g. a
+    callback's best weights) come back from ``load_training_state`` as ``extra["arrays"]``."""
     optimizer = trainer_state["optimizer"]
     record = {
         "optimizer": {"steps": optimizer["steps"], "names": optimizer["names"]},
@@ -122,6 +125,7 @@ def training_snapshot(network: Network, trainer_state: dict, extra: dict | None 
         "extra": extra or {},
     }
     arrays = {OPTIMIZER_PREFIX + key: value.copy() for key, value in optimizer["arrays"].items()}
+    arrays |= {EXTRA_PREFIX + key: np.array(value, copy=True) for key, value in (extra_arrays or {}).items()}
     arrays[TRAINING] = np.array(json.dumps(record))
     return architecture(network), {k: v.copy() for k, v in network.params.items()}, arrays
 
@@ -134,12 +138,13 @@ def load_training_state(path: str | os.PathLike) -> tuple[Network, dict, dict]:
             raise ModelFileError(f"{path}: a network without training state; it cannot resume training.")
         record = json.loads(str(npz[TRAINING]))
         arrays = {k[len(OPTIMIZER_PREFIX) :]: npz[k] for k in npz.files if k.startswith(OPTIMIZER_PREFIX)}
+        extra_arrays = {k[len(EXTRA_PREFIX) :]: npz[k] for k in npz.files if k.startswith(EXTRA_PREFIX)}
     state = {
         "optimizer": record["optimizer"] | {"arrays": arrays},
         "schedule": record["schedule"],
         "rng": record["rng"],
     }
-    return network, state, record["extra"]
+    return network, state, record["extra"] | {"arrays": extra_arrays}
 
 
 def _build_layer(entry: dict, rng, dtype) -> Layer:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nn.callbacks import Callback, StopTraining
 from nn.clipping import NoClip
 from nn.losses import SoftmaxCrossEntropy
 from nn.network import Network
@@ -22,14 +23,16 @@ from nn.schedules import Schedule
 
 
 class Diverged(RuntimeError):
-    """The training loss stopped being finite."""
+    """The training loss stopped being finite; ``explanation`` says what the gradients did before (a
+    ``Watch`` names the layer whose gradient norm exploded first), or is empty without one."""
 
-    def __init__(self, epoch: int, step: int, loss: float) -> None:
+    def __init__(self, epoch: int, step: int, loss: float, explanation: str = "") -> None:
+        because = f" ({explanation})" if explanation else ""
         super().__init__(
-            f"training diverged: loss is {loss} at epoch {epoch}, step {step}. "
+            f"training diverged: loss is {loss} at epoch {epoch}, step {step}{because}. "
             "Lower the learning rate, add gradient clipping, or check the input scaling."
         )
-        self.epoch, self.step, self.loss = epoch, step, loss
+        self.epoch, self.step, self.loss, self.explanation = epoch, step, loss, explanation
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Trainer:
     batch_size : int or None; None or 0 means full-batch gradient descent.
     rng : shuffles the data and draws augmentations (dropout has the generator given to its layer).
     grad_norm_every : measure the gradient norm every this many steps (it costs one pass over the grads).
+    watch : a ``nn.diagnostics.Watch`` of the network: per-layer gradient norms and update ratios at its
+        sampled steps (which then also give the global norm); None to keep none.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class Trainer:
         batch_size: int | None = 128,
         rng: np.random.Generator | None = None,
         grad_norm_every: int = 10,
+        watch=None,
     ) -> None:
         self.network, self.optimizer = network, optimizer
         self.schedule = schedule if schedule is not None else Schedule()
@@ -73,6 +79,7 @@ class Trainer:
         self.batch_size = batch_size
         self.rng = rng if rng is not None else np.random.default_rng()
         self.grad_norm_every = grad_norm_every
+        self.watch = watch
         self.loss = SoftmaxCrossEntropy()
 
     def train_epoch(
@@ -91,6 +98,9 @@ class Trainer:
         order = self.rng.permutation(n)
         loss_sum, correct, norms = 0.0, 0, []
         lr = optimizer.lr
+        watch = self.watch
+        if watch is not None:
+            watch.begin_epoch()
         for step in range(num_batches):
             idx = order[step * batch : (step + 1) * batch]
             xb, yb = X[idx], y[idx]
@@ -100,14 +110,23 @@ class Trainer:
             logits = net.forward(xb, training=True)
             loss = loss_fn.forward(logits, yb)
             if not math.isfinite(loss):
-                raise Diverged(epoch, step, loss)
+                raise Diverged(epoch, step, loss, watch.explain() if watch is not None else "")
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             loss_sum += loss * len(idx)
             net.backward(loss_fn.backward())
-            norm, clip = self.clipper.plan(grads, measure=step % self.grad_norm_every == 0)
-            if norm is not None:
+            measure = watch is None and step % self.grad_norm_every == 0
+            if watch is not None:  # per layer at the watch's sampled steps; the global norm follows from them
+                layered = watch.gradients(epoch, step)
+                if layered is not None:
+                    norms.append(layered)
+            norm, clip = self.clipper.plan(grads, measure=measure)
+            if norm is not None and measure:
                 norms.append(norm)
+            if watch is not None:
+                watch.before_update(step)
             optimizer.step(params, grads, lr, clip)
+            if watch is not None:
+                watch.after_update(step)
             if on_batch is not None:
                 on_batch(step, num_batches, loss)
         return EpochResult(
@@ -151,12 +170,14 @@ def fit(
     augmenter=None,
     rng: np.random.Generator | None = None,
     verbose: bool = True,
-    callback: Callable[[dict], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> list[dict]:
     """Train ``network`` in place; returns one dict per epoch (training stats plus ``val_loss``/``val_acc``).
 
     Defaults: SGD with momentum 0.9 and lr 0.01, constant rate, no clipping, no augmentation.
-    ``callback(row)`` sees each epoch's row as it is made.
+    Each callback (``nn.callbacks``) sees the network at the start and end and each epoch's row
+    (``epoch`` from 1); one raising ``StopTraining`` ends training after that epoch, e.g.
+    ``EarlyStopping(monitor="val_loss")``.
     """
     X = np.asarray(X, dtype=network.dtype)
     trainer = Trainer(
@@ -169,6 +190,8 @@ def fit(
         rng,
     )
     history = []
+    for callback in callbacks:
+        callback.on_train_start(network)
     for epoch in range(epochs):
         row = trainer.train_epoch(X, y, epoch).as_dict()
         if X_val is not None:
@@ -182,6 +205,13 @@ def fit(
                 f"  lr {row['lr']:.3g}  {row['seconds']:.1f}s",
                 flush=True,
             )
-        if callback is not None:
-            callback(row)
+        try:
+            for callback in callbacks:
+                callback.on_epoch_end(epoch + 1, row)
+        except StopTraining as stop:
+            if verbose:
+                print(stop, flush=True)
+            break
+    for callback in callbacks:
+        callback.on_train_end(network)
     return history

@@ -32,9 +32,9 @@ class Reporter(Callback):
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial, self.metric = trial, metric
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float], run_id: str | None) -> None:
-        if epoch == 1 and run_id is not None:
-            self.trial.set_user_attr("mlflow_run_id", run_id)
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1 and self.run_id is not None:
+            self.trial.set_user_attr("mlflow_run_id", self.run_id)
         value = metrics.get(self.metric)
         if value is None:  # not finite this epoch: nothing to report
             return

@@ -132,7 +132,7 @@ def test_resume_takes_the_newest_training_state_whichever_file_holds_it(
     from experiments.runs import latest_training_state
 
     class Interrupt(Callback):
-        def on_epoch_end(self, epoch, metrics, run_id):
+        def on_epoch_end(self, epoch, metrics):
             if epoch == epochs:
                 raise KeyboardInterrupt
 

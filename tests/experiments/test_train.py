@@ -508,8 +508,8 @@ def test_a_callback_can_prune_a_run_nested_under_a_parent_with_extra_tags(compos
     seen = []
 
     class PruneAtTwo(Callback):
-        def on_epoch_end(self, epoch, metrics, run_id):
-            seen.append((epoch, metrics["val/acc"], run_id))
+        def on_epoch_end(self, epoch, metrics):
+            seen.append((epoch, metrics["val/acc"], self.run_id))
             if epoch == 2:
                 raise Pruned("pruned by the sweep at epoch 2")
 
@@ -639,3 +639,96 @@ def test_system_metrics_are_logged_per_run_unless_turned_off(compose, mlflow_sto
         assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
     else:
         assert system == set()
+
+
+# ---------------------------------------------------------------------------- early stopping and diagnostics
+class EpochWeights(Callback):
+    """Keeps a copy of the weights after every epoch."""
+
+    def __init__(self) -> None:
+        self.weights: dict[int, dict[str, np.ndarray]] = {}
+
+    def on_train_start(self, network) -> None:
+        self.network = network
+
+    def on_epoch_end(self, epoch, metrics) -> None:
+        self.weights[epoch] = {k: v.copy() for k, v in self.network.params.items()}
+
+
+STOP_AT_4 = [  # nothing improves val/acc by 1.0: the best is epoch 1, the stop comes after 3 more epochs
+    "callbacks=early_stopping",
+    "callbacks.early_stopping.monitor=val/acc",
+    "callbacks.early_stopping.mode=max",
+    "callbacks.early_stopping.patience=3",
+    "callbacks.early_stopping.min_delta=1.0",
+]
+
+
+def test_early_stopping_finishes_the_run_on_the_best_epochs_weights(compose, mlflow_store, experiment_name):
+    seen = EpochWeights()
+    cfg = compose(*QUICK, "train.epochs=20", *STOP_AT_4, *mlflow_store.overrides(experiment_name))
+    result = train(cfg, callbacks=[seen])
+    run = mlflow_store.only_run(experiment_name)
+    assert result.status == "finished" and run.info.status == "FINISHED" and len(result.history) == 4
+    tags = run.data.tags
+    assert (tags["nnlab.stopped_early"], tags["nnlab.kept_epoch"]) == ("4", "1")
+    assert "stopped early at epoch 4: val/acc did not improve" in tags["mlflow.note.content"]
+    assert "on the weights of epoch 1" in tags["mlflow.note.content"]
+    network = nn.load(mlflow_store.download(run.info.run_id, "checkpoints/last.npz", mlflow_store.dir / "w"))
+    test = nn.data.load_dataset("digits", seed=0).test
+    mlflow.set_tracking_uri(mlflow_store.uri)
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
+    (model,) = [m for m in models if m.tags["nnlab.checkpoint"] == "last"]
+    assert model.tags["epoch"] == "1"  # the final model holds epoch 1's weights
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(test.X).filter(like="prob_").to_numpy()
+    epoch_1 = nn.mlp([64, 128, 10])
+    epoch_1.set_params(seen.weights[1])
+    np.testing.assert_allclose(loaded, epoch_1.predict_proba(test.X), rtol=1e-6)
+    assert run.data.metrics["test/acc"] == pytest.approx(epoch_1.evaluate(test.X, test.y)[1])
+    assert not same_params(network.params, seen.weights[1])  # last.npz: epoch 4's weights, as trained
+
+
+def test_early_stopping_survives_a_resume(compose, mlflow_store, tmp_path):
+    """Interrupted at epoch 2, resumed: it stops at epoch 4 on epoch 1's weights, bit for bit like a run
+    never interrupted."""
+    from experiments import resume as resume_cmd
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, epoch, metrics):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    overrides = [*QUICK, "train.epochs=20", *STOP_AT_4, "tracking.log_model=false"]
+    train(compose(*overrides, *mlflow_store.overrides("es-whole")))
+    whole = mlflow_store.only_run("es-whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(compose(*overrides, *mlflow_store.overrides("es-cut")), callbacks=[Interrupt()])
+    cut = mlflow_store.only_run("es-cut")
+    resume_cmd.resume(cut.info.run_id, mlflow_store.uri)
+    resumed = mlflow_store.client.get_run(cut.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert (resumed.data.tags["nnlab.stopped_early"], resumed.data.tags["nnlab.kept_epoch"]) == ("4", "1")
+    cut_weights, whole_weights = (  # epoch 4's weights, as trained
+        nn.load(mlflow_store.download(run_id, "checkpoints/last.npz", tmp_path / run_id)).params
+        for run_id in (cut.info.run_id, whole.info.run_id)
+    )
+    assert same_params(cut_weights, whole_weights)
+    assert resumed.data.metrics["test/acc"] == whole.data.metrics["test/acc"]  # epoch 1's weights in both
+
+
+def test_per_layer_diagnostics_are_logged_under_watch_unless_turned_off(all_policy, compose, mlflow_store):
+    metrics = all_policy.run.data.metrics
+    expected = {f"watch/dense{i}/{k}" for i in (0, 1) for k in ("weight_norm", "grad_norm", "update_ratio")}
+    expected |= {f"watch/relu0/{k}" for k in ("mean", "std", "dead_fraction")}
+    assert expected == {k for k in metrics if k.startswith("watch/")}
+    assert [step for step, _ in history(mlflow_store, all_policy.run_id, "watch/dense0/grad_norm")] == [1, 2, 3, 4]
+    assert 1e-6 < metrics["watch/dense0/update_ratio"] < 1.0 and 0 <= metrics["watch/relu0/dead_fraction"] <= 1
+    weights = all_policy.network.params["dense1.W"]
+    assert metrics["watch/dense1/weight_norm"] == pytest.approx(float(np.linalg.norm(weights)), rel=1e-5)
+    off = tracked_run(compose, mlflow_store, "diagnostics-off", "train.epochs=1", "train.diagnostics=false")
+    assert not [k for k in off.run.data.metrics if k.startswith("watch/")]
+    assert not math.isnan(off.run.data.metrics["grad_norm"])  # the global norm is measured all the same

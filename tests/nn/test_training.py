@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nn
+import nn.callbacks
 from nn.clipping import ClipByValue
 from nn.network import mlp
 from nn.optimizers import SGD, Adam
@@ -175,9 +177,14 @@ def test_fit_history_rows_with_validation():
     X_val, y_val = blobs(seed=1, n=90)
     net = mlp([10, 16, 3], rng=np.random.default_rng(0))
     rows = []
-    history = net.fit(X, y, X_val, y_val, epochs=3, batch_size=50, verbose=False, callback=rows.append)
+
+    class Recorder(nn.callbacks.Callback):
+        def on_epoch_end(self, epoch, metrics):
+            rows.append((epoch, metrics))
+
+    history = net.fit(X, y, X_val, y_val, epochs=3, batch_size=50, verbose=False, callbacks=[Recorder()])
     assert [row["epoch"] for row in history] == [0, 1, 2]
-    assert rows == history
+    assert rows == [(epoch + 1, row) for epoch, row in enumerate(history)]
     assert set(history[0]) == {"epoch", "loss", "accuracy", "lr", "grad_norm", "seconds", "val_loss", "val_acc"}
     assert (history[-1]["val_loss"], history[-1]["val_acc"]) == net.evaluate(X_val, y_val)
     assert history[-1]["val_loss"] < history[0]["val_loss"]

@@ -64,10 +64,10 @@ def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, nam
 def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, monkeypatch):
     original = Reporter.on_epoch_end
 
-    def interrupt_second_trial(self, epoch, metrics, run_id):
+    def interrupt_second_trial(self, epoch, metrics):
         if self.trial.number == 1:
             raise KeyboardInterrupt
-        original(self, epoch, metrics, run_id)
+        original(self, epoch, metrics)
 
     with monkeypatch.context() as patch:
         patch.setattr(Reporter, "on_epoch_end", interrupt_second_trial)

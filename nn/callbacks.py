@@ -1,0 +1,107 @@
+"""Hooks into training, for ``fit(..., callbacks=[...])`` and the harness's ``train(cfg, callbacks=[...])``.
+
+A callback sees the network when training starts and ends, and each epoch's metrics; raising
+``StopTraining`` from ``on_epoch_end`` ends training after that epoch (``EarlyStopping`` does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nn.checks import check, is_number
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training after the current epoch; the message says why."""
+
+
+class Callback:
+    """Override what you need."""
+
+    def on_train_start(self, network) -> None:
+        """Before the first epoch (of this process: after a resume too)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """After epoch ``epoch`` (from 1) with its metrics; raise ``StopTraining`` to end training."""
+
+    def on_train_end(self, network) -> None:
+        """After the last epoch, before the final evaluation."""
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
+    (Keras's and Lightning's ``EarlyStopping``).
+
+    Parameters
+    ----------
+    monitor : a per-epoch metric (``val/loss`` in the harness, ``val_loss`` in ``fit``).
+    mode : ``min`` (a loss) or ``max`` (an accuracy).
+    patience : epochs without improvement before stopping, >= 1.
+    min_delta : the least change that counts as an improvement, >= 0.
+    restore_best : at the end, put back the weights of the best epoch (a copy is kept in memory).
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ) -> None:
+        check(mode in ("min", "max"), "mode", mode, "'min' or 'max'")
+        check(isinstance(patience, int) and patience >= 1, "patience", patience, "an integer >= 1")
+        check(is_number(min_delta) and min_delta >= 0, "min_delta", min_delta, "a number >= 0")
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.restore_best = restore_best
+        self.best, self.best_epoch, self.wait = math.inf if mode == "min" else -math.inf, 0, 0
+        self.best_params: dict[str, np.ndarray] | None = None
+        self.stopped_epoch: int | None = None
+        self.network = None
+
+    def on_train_start(self, network) -> None:
+        self.network = network
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.monitor not in metrics:
+            raise KeyError(
+                f"EarlyStopping monitors {self.monitor!r}, which this run does not log; "
+                f"it logs {', '.join(sorted(metrics))}"
+            )
+        value = metrics[self.monitor]
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best and self.network is not None:
+                self.best_params = {k: v.copy() for k, v in self.network.params.items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            raise StopTraining(self.reason())
+
+    def reason(self) -> str:
+        kept = f"; kept epoch {self.best_epoch}'s weights" if self.restore_best else ""
+        return (
+            f"stopped early at epoch {self.stopped_epoch}: {self.monitor} did not improve on {self.best:.6g} "
+            f"(epoch {self.best_epoch}) by more than {self.min_delta:g} for {self.patience} epochs{kept}"
+        )
+
+    def on_train_end(self, network) -> None:
+        if self.restore_best and self.best_params is not None:
+            network.set_params(self.best_params)
+
+    # -- resume -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Counters and, with ``restore_best``, the best weights: what a resumed run needs."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "params": self.best_params}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.best_params = state["params"]
