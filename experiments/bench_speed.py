@@ -63,26 +63,45 @@ def load_mnist(dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     )
 
 
-def make_trainer(recipe: str, seed: int = 0):
-    """The recipe's network and ``nn.Trainer``, seeded as ``numpy_reference.py`` is."""
+def make_trainer(recipe: str, seed: int = 0, watch: bool = False):
+    """The recipe's network and ``nn.Trainer``, seeded as ``numpy_reference.py`` is; with ``watch``, the
+    per-layer diagnostics ``train()`` collects (``train.diagnostics=true``, its default)."""
     import nn
+    from nn.diagnostics import Watch
 
     sizes, optimizer, options, (clip, limit), batch, dtype, dropout = RECIPES[recipe]
     rng = np.random.default_rng(seed)
     net = nn.mlp(sizes, init="he_normal", dropout=dropout, rng=rng, dtype=np.dtype(dtype))
     options = {"lr": 0.01, "weight_decay": 1e-4, "decay_bias": True} | options
     clipper = nn.ClipByValue(limit) if clip == "value" else nn.ClipByNorm(limit)
-    return nn.Trainer(net, getattr(nn, optimizer)(**options), clipper=clipper, batch_size=batch, rng=rng)
+    return nn.Trainer(
+        net,
+        getattr(nn, optimizer)(**options),
+        clipper=clipper,
+        batch_size=batch,
+        rng=rng,
+        watch=Watch(net) if watch else None,
+    )
 
 
-def nn_worker(recipe: str, epochs: int) -> None:
+def nn_worker(recipe: str, epochs: int, watch: bool = False) -> None:
+    """Epochs of ``nn.Trainer``; with ``watch``, each epoch's time includes its diagnostics as ``train()``
+    logs them (the Watch's samples, then activations over 1,000 held-out images)."""
+    from experiments.build import DIAGNOSTICS_SAMPLE
+    from nn.diagnostics import activations
+
     x_train, y_train, x_test, y_test = load_mnist(RECIPES[recipe][5])
     make_trainer(recipe, seed=1).train_epoch(x_train[:512], y_train[:512], 0)  # loads compiled kernels, wakes BLAS
-    trainer = make_trainer(recipe)
+    trainer = make_trainer(recipe, watch=watch)
     for epoch in range(epochs):
         result = trainer.train_epoch(x_train, y_train, epoch)
+        seconds = result.seconds
+        if watch:
+            start = time.perf_counter()
+            trainer.watch.epoch_metrics() | activations(trainer.network, x_test[:DIAGNOSTICS_SAMPLE])
+            seconds += time.perf_counter() - start
         accuracy = trainer.network.evaluate(x_test, y_test)[1]
-        print(f"nn epoch {epoch} {result.seconds:.4f}s test_acc {accuracy:.4f}", flush=True)
+        print(f"nn epoch {epoch} {seconds:.4f}s test_acc {accuracy:.4f}", flush=True)
 
 
 def step_products(sizes: list[int], batch: int, dtype: str, rng: np.random.Generator, update: bool = False):
@@ -198,6 +217,19 @@ def main_table(args) -> None:
         print(f"| {name} | {seconds:.3f} | {seconds / floor:.2f} |{versus} {acc} |")
 
 
+def diagnostics_table(args) -> None:
+    """What ``train.diagnostics`` costs: epochs with and without the per-layer statistics, alternating."""
+    commands = {
+        "nn": (worker_command("nn", "wide1024", args.epochs), None),
+        "nn + diagnostics": (worker_command("watched", "wide1024", args.epochs), None),
+    }
+    times, _ = alternate(commands, args.rounds)
+    plain, watched = (statistics.median(times[name]) for name in commands)
+    print(f"\nwide1024, batch 128; median s per epoch over {args.rounds} x {args.epochs} epochs, alternating")
+    print(f"| loop | s per epoch | ratio |\n|---|---|---|\n| nn | {plain:.3f} | 1.00 |")
+    print(f"| nn + diagnostics | {watched:.3f} | {watched / plain:.3f} |")
+
+
 def recipes_table(args) -> None:
     print("| recipe | floor s | " + " | ".join(f"nn {k} s (ratio)" for k in kernel_choices()) + " |")
     print("|---|---|" + "---|" * len(kernel_choices()))
@@ -311,12 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="per-part times of one step")
     parser.add_argument("--recipes", action="store_true", help="every other recipe as a ratio to its floor")
     parser.add_argument("--harness", action="store_true", help="whole epochs of run.py, evaluation, peak memory")
-    parser.add_argument("--worker", choices=["nn", "floor", "limit"], help=argparse.SUPPRESS)
+    parser.add_argument("--diagnostics", action="store_true", help="epochs with and without train.diagnostics")
+    parser.add_argument("--worker", choices=["nn", "watched", "floor", "limit"], help=argparse.SUPPRESS)
     parser.add_argument("--recipe", default="wide1024", choices=list(RECIPES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        if args.worker == "nn":
-            nn_worker(args.recipe, args.epochs)
+        if args.worker in ("nn", "watched"):
+            nn_worker(args.recipe, args.epochs, watch=args.worker == "watched")
         else:
             floor_worker(args.recipe, args.epochs, update=args.worker == "limit")
         return 0
@@ -326,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         recipes_table(args)
     elif args.harness:
         harness(args)
+    elif args.diagnostics:
+        diagnostics_table(args)
     elif not (BENCH / "numpy_reference.py").is_file():
         print(f"no reference loop at {BENCH}; set NNLAB_BENCH_DIR to the folder holding numpy_reference.py")
         return 2

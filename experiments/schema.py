@@ -70,6 +70,15 @@ class TrainConf:
 
 
 @dataclass
+class LrFindConf:
+    """``experiments/lr_find.py``: the learning-rate range test's sweep of rates."""
+
+    min_lr: float = 1e-6
+    max_lr: float = 10.0
+    steps: int = 300
+
+
+@dataclass
 class CheckpointConf:
     policy: str = "best_and_last"  # all | every_k | best_and_last | last | none
     every: int = 5  # k, for every_k
@@ -114,6 +123,7 @@ class Config:
     callbacks: Any = None  # conf/callbacks/: {name: {_target_: an nn.callbacks class, its arguments}}
     tracking: TrackingConf = field(default_factory=TrackingConf)
     sweep_trial: SweepTrialConf = field(default_factory=SweepTrialConf)  # set by the sweeper on each job
+    lr_find: LrFindConf = field(default_factory=LrFindConf)  # experiments/lr_find.py only
 
 
 def subtract(a, b):

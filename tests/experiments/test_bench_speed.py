@@ -40,3 +40,11 @@ def test_step_products_multiply_at_the_step_shapes_and_update_only_for_the_limit
     assert shapes == [((4, 6), (6, 5)), ((6, 4), (4, 5)), ((4, 5), (5, 3)), ((5, 4), (4, 3)), ((4, 3), (3, 5))]
     assert [buf.size for buf in momenta] == [30, 15]
     assert all(np.any(buf != 0) for buf in momenta) == update
+
+
+def test_the_diagnostics_worker_trains_with_the_watch_train_uses():
+    from nn.diagnostics import Watch
+
+    watched, plain = bench_speed.make_trainer("wide1024", watch=True), bench_speed.make_trainer("wide1024")
+    assert isinstance(watched.watch, Watch) and [name for name, _ in watched.watch.dense] == ["dense0", "dense1"]
+    assert plain.watch is None
