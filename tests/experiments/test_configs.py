@@ -26,7 +26,9 @@ from tests.experiments.conftest import inputs_by_context
 from tests.sweeps.conftest import multirun
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("dataset", "model", "optimizer", "schedule", "clipping", "augment", "tracking", "experiment", "sweep")
+GROUPS = (
+    "dataset", "model", "optimizer", "schedule", "clipping", "augment", "callbacks", "tracking", "experiment", "sweep"
+)  # fmt: skip
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 IDX_DATASETS = ("mnist", "fashion_mnist")  # need files this machine may not have: composed here, trained below
 
@@ -107,6 +109,10 @@ def test_every_config_option_composes_and_trains_one_epoch(
     elif group == "augment":
         augmenter = parts.make_augmenter(image_shape=[8, 8])
         assert augmenter.elastic_alpha == cfg.augment.elastic_alpha and augmenter.rotation == 10.0
+    elif group == "callbacks":
+        (callback,) = parts.callbacks
+        assert type(callback) is get_class(cfg.callbacks[option]._target_)
+        assert_built_with(callback, cfg.callbacks[option])
     if group == "dataset" and option in IDX_DATASETS:
         return  # compose only; see test_mnist_subset_trains_when_data_is_present / the fashion_mnist tests
 

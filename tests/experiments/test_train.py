@@ -732,3 +732,20 @@ def test_per_layer_diagnostics_are_logged_under_watch_unless_turned_off(all_poli
     off = tracked_run(compose, mlflow_store, "diagnostics-off", "train.epochs=1", "train.diagnostics=false")
     assert not [k for k in off.run.data.metrics if k.startswith("watch/")]
     assert not math.isnan(off.run.data.metrics["grad_norm"])  # the global norm is measured all the same
+
+
+def test_a_mostly_dead_layer_is_named_in_the_description(compose, mlflow_store, experiment_name):
+    class KillUnits(Callback):  # 100 of the 128 units of the hidden ReLU can never fire again
+        def on_train_start(self, network) -> None:
+            network.params["dense0.b"][:100] = -1e4
+
+    cfg = compose(*QUICK, "train.epochs=2", "tracking.log_model=false", *mlflow_store.overrides(experiment_name))
+    assert train(cfg, callbacks=[KillUnits()]).status == "finished"
+    run = mlflow_store.only_run(experiment_name)
+    dead = run.data.metrics["watch/relu0/dead_fraction"]
+    assert dead >= 100 / 128
+    assert (
+        f"More than half of a layer's units are dead on the validation set (relu0 {dead:.0%})"
+        in (run.data.tags["mlflow.note.content"])
+    )
+    assert run.data.tags["nnlab.warning"] == f"dead units: relu0 {dead:.0%}"

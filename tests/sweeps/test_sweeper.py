@@ -166,3 +166,15 @@ def test_a_trial_failed_after_an_epoch_counts_that_epoch():
     assert report.epochs_trained(failed) == 1
     pruned = create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.2, 2: 0.3})
     assert report.epochs_trained(pruned) == 2
+
+
+def test_a_trial_stopped_early_is_a_complete_trial(store, name):
+    """``callbacks=early_stopping`` in a sweep: the stopped run is FINISHED and its trial COMPLETE."""
+    args = [*store.args(name), "optimizer.lr=choice(0.1)", "train.epochs=6"]
+    args += ["callbacks=early_stopping", "callbacks.early_stopping.min_delta=10", "callbacks.early_stopping.patience=1"]
+    assert multirun("sweep=digits_smoke", *args, "hydra.sweeper.n_trials=1") == 0
+    (trial,) = store.study(name).trials
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs"] == 2
+    _, children = split_runs(store.runs(name))
+    child = children[trial.number]
+    assert child.info.status == "FINISHED" and child.data.tags["nnlab.stopped_early"] == "2"
