@@ -233,7 +233,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
     except (nn.Diverged, StuckAtChance) as err:
         reason = str(err)
         if isinstance(err, nn.Diverged):  # nn counts epochs from 0, runs from 1
-            because = f" ({err.explanation})" if err.explanation else ""
+            because = f" ({trainer.watch.explain(first_epoch=1)})" if trainer.watch is not None else ""
             reason = (
                 f"training diverged: loss is {err.loss} at epoch {epoch}, step {err.step}{because}. "
                 "Lower optimizer.lr, or add clipping=value or clipping=norm."

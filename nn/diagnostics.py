@@ -47,10 +47,10 @@ class Watch:
         self.ratios: dict[str, list[float]] = {name: [] for name, _ in self.dense}
         self._before: dict[str, np.ndarray] = {}
 
-    def gradients(self, epoch: int, step: int) -> float | None:
-        """After the backward pass of ``step``: at sampled steps, each Dense layer's gradient norm (W and b
-        together); returns the global norm then, None otherwise."""
-        if step % self.every:
+    def gradients(self, epoch: int, step: int, force: bool = False) -> float | None:
+        """After the backward pass of ``step``: at sampled steps (or with ``force``), each Dense layer's
+        gradient norm (W and b together); returns the global norm then, None otherwise."""
+        if step % self.every and not force:
             return None
         total, growth = 0.0, {}
         for name, layer in self.dense:
@@ -87,10 +87,12 @@ class Watch:
                 metrics[f"{name}/update_ratio"] = float(np.mean(self.ratios[name]))
         return metrics
 
-    def explain(self) -> str:
-        """Why the loss may have gone non-finite: the first layer whose gradient norm exploded, or not."""
+    def explain(self, first_epoch: int = 0) -> str:
+        """Why the loss may have gone non-finite: the first layer whose gradient norm exploded, or not.
+        Epochs are counted from ``first_epoch`` (``nn`` counts from 0, the harness from 1)."""
         if self.exploded is not None:
             name, epoch, step, growth = self.exploded
+            epoch += first_epoch
             grown = "became non-finite" if not math.isfinite(growth) else f"grew {growth:,.0f}x its first value"
             return f"the gradient norm of {name} exploded first: it {grown} at epoch {epoch}, step {step}"
         return (

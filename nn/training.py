@@ -110,6 +110,8 @@ class Trainer:
             logits = net.forward(xb, training=True)
             loss = loss_fn.forward(logits, yb)
             if not math.isfinite(loss):
+                if watch is not None and step > 0:  # the gradients of the last update are still in place
+                    watch.gradients(epoch, step - 1, force=True)
                 raise Diverged(epoch, step, loss, watch.explain() if watch is not None else "")
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             loss_sum += loss * len(idx)

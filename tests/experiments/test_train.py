@@ -388,6 +388,9 @@ def test_diverging_run_returns_nan_and_is_closed_as_failed(compose, mlflow_store
     assert run.info.status == "FAILED"
     assert "diverged" in run.data.tags["nnlab.failure_reason"]
     assert run.data.tags["nnlab.failed_epoch"] == "1"
+    # the reason names the layer whose gradient norm exploded first, with its step (the gradients of the
+    # update before the non-finite loss are measured as it happens)
+    assert re.search(r"\(the gradient norm of dense\d exploded first: it .* at epoch 1, step \d+\)", result.reason)
     assert "test/acc" not in run.data.metrics and run.outputs.model_outputs == []
 
 
