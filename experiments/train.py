@@ -194,7 +194,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
             len(dataset.val.y),
         )
         warned = None
-        for epoch in range(len(history) + 1, epochs + 1 if stopped is None else 0):
+        last = epochs if stopped is None else len(history)  # a resumed run its callbacks stop trains no more
+        for epoch in range(len(history) + 1, last + 1):
             row, val_probs = train_epoch(trainer, dataset, epoch, epochs, cfg.train.progress)
             history.append(row)
             counts = figures.confusion_matrix(dataset.val.y, val_probs.argmax(axis=1), dataset.num_classes)

@@ -244,7 +244,9 @@ def test_run_has_confusion_and_weight_artifacts(ui, page, shot):
     assert headers.all_inner_texts() == ["true / predicted", *map(str, range(10))]
     shot("confusion")
     page.get_by_text("per_class", exact=True).click()
+    expect(page.get_by_text("test.json", exact=True)).to_have_count(2)  # the folder opened beside confusion/
     page.get_by_text("test.json", exact=True).last.click()
+    expect(page.get_by_text("per_class/test.json", exact=True).first).to_be_visible()
     expect(headers.first).to_have_text("class")
     assert headers.all_inner_texts() == ["class", "precision", "recall", "f1", "support"]
     shot("per-class")
