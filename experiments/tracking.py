@@ -427,8 +427,10 @@ class MlflowTracker:
             counts, probs = test
             predicted = probs.argmax(axis=1)
             self._submit(self._figure, figures.confusion_figure(counts, title="test"), "figures/test_confusion.png")
-            mlflow.log_table(figures.confusion_table(counts), "confusion/test.json")
-            mlflow.log_table(figures.per_class_table(counts), "per_class/test.json")
+            # on the artifact thread, as the validation tables are: each table rewrites the run tag
+            # mlflow.loggedArtifacts, and two writers at once collide (UNIQUE constraint) or lose an entry
+            self._submit(self.client.log_table, self.run_id, figures.confusion_table(counts), "confusion/test.json")
+            self._submit(self.client.log_table, self.run_id, figures.per_class_table(counts), "per_class/test.json")
             if self.misclassified > 0:
                 grid = figures.misclassified_figure(
                     dataset.test.X, dataset.test.y, predicted, probs, dataset.image_shape, self.misclassified
