@@ -166,6 +166,15 @@ def run_name(overrides: list[str], swept: Collection[str] = ()) -> str:
     return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
 
 
+def log_input(data, context: str, tags: dict[str, str] | None = None) -> None:
+    """``mlflow.log_input``, tried twice: runs in parallel (a sweep's workers) that insert the same new data
+    set at the same moment collide on its unique key, and then it exists."""
+    try:
+        mlflow.log_input(data, context=context, tags=tags)
+    except MlflowException:
+        mlflow.log_input(data, context=context, tags=tags)
+
+
 def process_tags() -> dict[str, str]:
     """The host and process that hold a run open: how a later command tells a run orphaned by SIGKILL."""
     return {"nnlab.host": socket.gethostname(), "nnlab.pid": str(os.getpid())}
@@ -341,10 +350,7 @@ class MlflowTracker:
         """The training set as the run's input: its source a file URI, tagged with the content checksum."""
         data = self._numpy_dataset(dataset.train, dataset.name, dataset)
         tags = {"checksum": dataset.checksum, "files": ", ".join(str(path) for path in dataset.files)}
-        try:
-            mlflow.log_input(data, context="training", tags=tags)
-        except MlflowException:  # a parallel run inserted the same data set at the same moment: it exists now
-            mlflow.log_input(data, context="training", tags=tags)
+        log_input(data, "training", tags)
 
     # -- background work ------------------------------------------------------------------------
     def _submit(self, fn, *args) -> None:
@@ -440,7 +446,7 @@ class MlflowTracker:
         mlflow.log_metrics({k: v for k, v in final.items() if k not in test_metrics})
         if test_metrics:  # linked to the final model and the test set: the logged model's page shows them
             test_set = self._numpy_dataset(dataset.test, f"{dataset.name}-test", dataset)
-            mlflow.log_input(test_set, context="test")
+            log_input(test_set, "test")
             mlflow.log_metrics(test_metrics, step=epoch, model_id=models.get("last"), dataset=test_set)
         best = f"best validation accuracy {final['val/best_acc']:.4f} at epoch {final['best_epoch']}"
         result = (
