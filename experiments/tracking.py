@@ -7,6 +7,7 @@ both absolute. Figures and checkpoints are written by one background thread (thr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -216,7 +217,7 @@ def process_alive(pid: int) -> bool:
 
 def environment_tags() -> dict[str, str]:
     """Git commit and dirty flag, NumPy and BLAS versions, Python and machine."""
-    tags = {"numpy.version": np.__version__, "python.version": platform.python_version()}
+    tags = {"numpy.version": np.__version__, "python.version": platform.python_version(), "machine": machine()}
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     tags["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     try:
@@ -229,6 +230,18 @@ def environment_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
+
+
+def machine() -> str:
+    """The processor and the cores this process may use: ``AMD EPYC 7B13, 2 cores``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {cores} cores"
 
 
 class NullTracker:
