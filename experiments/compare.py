@@ -8,11 +8,13 @@ The table lists each run's name, status and start time, the parameters whose val
 the selected runs (parameters equal in all of them, and the bookkeeping ``tracking.*`` ones, are left
 out) and the requested metrics (their last value); sweeps' parent runs are left out unless
 ``--parents``. ``--sort METRIC`` puts the best first; ``--group-by PARAM`` adds one row per value of
-PARAM with each metric's mean ± std over its runs (seeds), as ``groups.md``/``groups.csv``. It is
+PARAM with each metric's mean ± std over its runs (seeds), as ``groups.md``/``groups.csv``; ``--tags KEY``
+adds the runs' tag KEY as a column (a preset's ``claim``, an ``iteration``), which ``--group-by`` also takes. It is
 printed as Markdown and saved as ``comparison.md``, ``comparison.csv`` and a plot ``comparison.png`` in
 ``--out``.
 
     python experiments/compare.py --filter "params.model.hidden = '[1024]'" --group-by optimizer.lr --sort test/acc
+    python experiments/compare.py --filter "tags.preset = 'r1_history'" --tags iteration claim   # R1's history
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ def compare_runs(
     metrics: Sequence[str] = DEFAULT_METRICS,
     max_runs: int = 50,
     parents: bool = False,
+    tags: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per run, oldest first: ``run_id``, ``run`` (name), ``status``, ``start_time``, the differing
-    params (short names such as ``optimizer.lr``) and ``metrics`` (NaN where a run did not log one).
+    params (short names such as ``optimizer.lr``), ``tags`` (blank where a run has no such tag) and
+    ``metrics`` (NaN where a run did not log one).
 
     Parameters
     ----------
@@ -92,7 +96,7 @@ def compare_runs(
             "Check the filter syntax (e.g. \"params.optimizer.lr = '0.1'\", metric names with a slash in "
             'backticks: "metrics.`val/acc` > 0.9") or train a run first with `python experiments/run.py`.'
         )
-    return comparison_table(runs_frame(runs), metrics)
+    return comparison_table(runs_frame(runs), metrics, tags)
 
 
 def _experiment_ids(client: MlflowClient, experiments: Sequence[str], run_ids: Sequence[str] | None) -> list[str]:
@@ -118,23 +122,27 @@ def _experiment_ids(client: MlflowClient, experiments: Sequence[str], run_ids: S
 
 
 def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """Runs as a DataFrame shaped like ``mlflow.search_runs``' (``params.*``, ``metrics.*`` columns)."""
+    """Runs as a DataFrame shaped like ``mlflow.search_runs``' (``params.*``, ``metrics.*``, ``tags.*`` columns)."""
     rows = [
         {
             "run_id": run.info.run_id,
             "run": run.info.run_name or run.info.run_id[:8],
             "status": run.info.status,
             "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+            "end_time": pd.Timestamp(run.info.end_time, unit="ms", tz="UTC") if run.info.end_time else pd.NaT,
             **{f"params.{key}": value for key, value in run.data.params.items()},
             **{f"metrics.{key}": value for key, value in run.data.metrics.items()},
+            **{f"tags.{key}": value for key, value in run.data.tags.items()},
         }
         for run in runs
     ]
     return pd.DataFrame(rows)
 
 
-def comparison_table(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
-    """Keep the run columns, the params that differ between rows (``params.`` dropped) and ``metrics``."""
+def comparison_table(
+    frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, tags: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Keep the run columns, the params that differ between rows (``params.`` dropped), ``tags`` and ``metrics``."""
     frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
     param_columns = sorted(c for c in frame.columns if c.startswith("params.") and not is_bookkeeping(c))
     differing = [c for c in param_columns if frame[c].nunique(dropna=False) > 1]
@@ -142,6 +150,10 @@ def comparison_table(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
     for column in differing:
         short = column.removeprefix("params.")
         table[short if short not in table.columns else column] = frame[column]
+    for tag in tags:
+        table[tag if tag not in table.columns else f"tags.{tag}"] = frame.get(
+            f"tags.{tag}", pd.Series("", index=frame.index)
+        ).fillna("")
     for metric in metrics:
         table[metric] = frame.get(f"metrics.{metric}", pd.Series(np.nan, index=frame.index)).astype(float)
     return table
@@ -289,8 +301,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-runs", type=int, default=50, help="default: %(default)s")
     parser.add_argument("--sort", metavar="METRIC", help="best first by this metric (ascending for a loss)")
     parser.add_argument(
-        "--group-by", metavar="PARAM", help="one row per value of PARAM: metrics as mean ± std over its runs (seeds)"
+        "--group-by",
+        metavar="PARAM",
+        help="one row per value of PARAM (or a --tags KEY): metrics as mean ± std over its runs (seeds)",
     )
+    parser.add_argument("--tags", nargs="+", default=[], metavar="KEY", help="show these run tags as columns")
     parser.add_argument("--parents", action="store_true", help="keep sweeps' parent runs (left out by default)")
     parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="default: %(default)s")
     return parser.parse_args(argv)
@@ -308,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.metrics,
             args.max_runs,
             args.parents,
+            args.tags,
         )
         if args.sort:
             table = sort_table(table, args.sort)
