@@ -57,8 +57,8 @@ def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
     if frame.empty:
         raise CompareError(f"No finished run of a preset in experiment {experiment!r} at {tracking_uri}.")
     frame["minutes"] = (frame["end_time"] - frame["start_time"]).dt.total_seconds() / 60
-    key = ["tags.preset", "params.seed", frame.get("tags.iteration", pd.Series("", index=frame.index)).fillna("")]
-    return frame.assign(_iteration=key[2]).drop_duplicates(["tags.preset", "params.seed", "_iteration"], keep="last")
+    iteration = frame.get("tags.iteration", pd.Series("", index=frame.index)).fillna("")  # R1's history: per iteration
+    return frame.assign(iteration=iteration).drop_duplicates(["tags.preset", "params.seed", "iteration"], keep="last")
 
 
 def describe(row: pd.Series) -> str:
@@ -94,7 +94,8 @@ def mean_std(values: pd.Series) -> str:
 
 
 def preset_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per preset: its setup, the recipe's claim, seeds, accuracies as mean ± std, minutes per run."""
+    """One row per preset: its setup, the recipe's claim, seeds, accuracies as mean ± std, mean test loss, minutes
+    per run."""
     rows = []
     for preset in [p for p in PRESETS if p in set(frame["tags.preset"])]:
         runs = frame[frame["tags.preset"] == preset]
@@ -108,6 +109,7 @@ def preset_table(frame: pd.DataFrame) -> pd.DataFrame:
                     metric.split("/")[0]: mean_std(runs.get(f"metrics.{metric}", pd.Series(dtype=float)))
                     for metric in ACCURACIES
                 },
+                "test loss": f"{runs['metrics.test/loss'].mean():.3f}",
                 "minutes per run": f"{runs['minutes'].mean():.1f}",
             }
         )

@@ -112,6 +112,7 @@ def test_the_table_is_mean_and_std_over_seeds_of_the_logged_runs(seeds):
     )
     assert table.loc["`r3`", "setup"] == "hidden 128, SGD lr 0.1, Constant, batch 128, 2 epochs"
     assert "80/10/10" in table.loc["`r0`", "setup"]
+    assert table.loc["`r0`", "test loss"] == f"{r0['metrics.test/loss'].mean():.3f}"
     assert float(table.loc["`r0`", "minutes per run"]) == pytest.approx(r0["minutes"].mean(), abs=0.05)
 
 
