@@ -16,6 +16,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+import nn
 from experiments import build
 from experiments.schema import ConfigError
 from experiments.train import train
@@ -289,6 +290,13 @@ def test_command_line_overrides_beat_the_preset(compose):
     cfg = compose("experiment=r1", "optimizer.lr=0.15", "train.epochs=3")
     assert cfg.optimizer.lr == 0.15 and cfg.train.epochs == 3
     assert list(cfg.schedule.milestones) == [30, 50, 65]
+
+
+def test_a_preset_s_group_choice_can_be_replaced_on_the_command_line(compose):
+    # r1 chooses clipping=value; with its own clipping.value set in the preset, clipping=none got value=5.0
+    # and NoClip refused it: R1's history could not be rerun without its clipping.
+    assert isinstance(build.parts(compose("experiment=r1", "clipping=none")).clipper, nn.NoClip)
+    assert build.parts(compose("experiment=r1")).clipper.value == 5.0
 
 
 def test_warmup_cosine_gives_the_cosine_the_epochs_after_warm_up(compose):
