@@ -65,6 +65,8 @@ def describe(row: pd.Series) -> str:
     """A run's setup from its params: ``hidden 800-800, SGD lr 0.05 Nesterov, CosineAnnealing, ..., 150 epochs``."""
     hidden = "-".join(str(h) for h in json.loads(row["params.model.hidden"]))
     parts = [f"hidden {hidden}", f"{row['params.optimizer']} lr {row['params.optimizer.lr']}"]
+    if float(row.get("params.optimizer.momentum", 0) or 0) > 0:
+        parts[-1] += f" momentum {row['params.optimizer.momentum']}"
     if row.get("params.optimizer.nesterov") == "True":
         parts[-1] += " Nesterov"
     parts.append(row["params.schedule"])
@@ -73,6 +75,10 @@ def describe(row: pd.Series) -> str:
         parts.append(f"dropout {dropout[0]} in / {dropout[1]} hidden")
     if float(row.get("params.optimizer.weight_decay", 0) or 0) > 0:
         parts.append(f"L2 {row['params.optimizer.weight_decay']}")
+    if row.get("params.clipping") == "ClipByValue":
+        parts.append(f"clipping to ±{row['params.clipping.value']}")
+    elif row.get("params.clipping") == "ClipByNorm":
+        parts.append(f"clipping the norm to {row['params.clipping.max_norm']}")
     if row.get("params.augment", "none") != "none":
         elastic = float(row.get("params.augment.elastic_alpha", 0) or 0) > 0
         parts.append("affine + elastic augmentation" if elastic else "affine augmentation")

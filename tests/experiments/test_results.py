@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -135,3 +136,17 @@ def test_a_readme_without_markers_or_a_store_without_runs_is_refused(seeds, tmp_
     assert "no results markers" in capsys.readouterr().err and readme.read_text() == "# no markers\n"
     assert results.main(["--tracking-uri", uri, "--experiment", "absent"]) == 1
     assert "No experiment 'absent'" in capsys.readouterr().err
+
+
+def test_the_setup_names_momentum_clipping_and_augmentation():
+    params = {
+        "model.hidden": "[1024]", "optimizer": "SGD", "optimizer.lr": "0.01", "optimizer.momentum": "0.9",
+        "optimizer.nesterov": "False", "schedule": "MultiStepDecay", "model.input_dropout": "0.0",
+        "model.dropout": "0.0", "optimizer.weight_decay": "0.0001", "clipping": "ClipByValue",
+        "clipping.value": "5.0", "augment": "Augmenter", "augment.elastic_alpha": "1.4",
+        "train.batch_size": "128", "train.epochs": "80",
+    }  # fmt: skip
+    assert results.describe(pd.Series({f"params.{k}": v for k, v in params.items()})) == (
+        "hidden 1024, SGD lr 0.01 momentum 0.9, MultiStepDecay, L2 0.0001, clipping to ±5.0, "
+        "affine + elastic augmentation, batch 128, 80 epochs"
+    )
