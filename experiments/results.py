@@ -6,8 +6,8 @@
 Every preset in ``conf/experiment/`` tags its runs ``preset=<name>`` (and the recipe's own figure as
 ``claim``); this reads the finished runs of each preset from the store, one per seed (the latest run of a
 seed counts), and prints mean ± std over the seeds of the test, validation and training accuracy with the
-minutes each run took, then R1's history (the ``r1_history`` multirun), each beside the recipe's claim, and
-the machine and commit the runs were made on.
+minutes each run took, beside the recipe's claim; then the machine and commits the runs were made on; then
+R1's history (the ``r1_history`` multirun), each iteration beside R1's figure.
 """
 
 from __future__ import annotations
