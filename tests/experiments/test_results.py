@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,6 +32,7 @@ def test_every_preset_trains_one_epoch_on_a_small_subset(preset, compose, mlflow
     run = mlflow_store.only_run(experiment_name)
     assert result.status == "finished" and run.info.status == "FINISHED"
     assert run.data.tags["preset"] == preset
+    assert run.data.tags["machine"].endswith(f", {len(os.sched_getaffinity(0))} cores")
     assert run.data.tags.get("claim") == OmegaConf.load(CONF / "experiment" / f"{preset}.yaml").tracking.tags.get(
         "claim"
     )
