@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from nn import kernels
 from nn.layers import Layer
 
 
 class ReLU(Layer):
-    """max(x, 0)."""
+    """max(x, 0). With numba, each direction is one compiled pass (``nn.kernels``; same results)."""
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self._out = np.maximum(x, 0)
+        if kernels.ENABLED and x.flags.c_contiguous:
+            self._out = np.empty_like(x)
+            kernels.relu(x.reshape(-1), self._out.reshape(-1))
+        else:
+            self._out = np.maximum(x, 0)
         return self._out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if kernels.ENABLED and grad_out.flags.c_contiguous and grad_out.dtype == self._out.dtype:
+            grad_in = np.empty_like(grad_out)
+            kernels.relu_backward(grad_out.reshape(-1), self._out.reshape(-1), grad_in.reshape(-1))
+            return grad_in
         return grad_out * (self._out > 0)
 
 

@@ -1,4 +1,5 @@
-"""Fused optimizer updates: clipping, L2 and the update rule in one pass over memory.
+"""Fused element-wise passes: the optimizer updates (clipping, L2 and the update rule in one pass over
+memory), ReLU's forward and backward, and dropout's mask.
 
 NumPy needs five to nine element-wise passes per parameter for an update (``nn.optimizers``, the
 readable reference); each pass streams the whole array. The kernels here, compiled by numba when it
@@ -6,7 +7,9 @@ is installed (``pip install -e ".[fast]"``), read each gradient, parameter and s
 write each once. (One thread: a parallel version timed in the training loop was no better than
 the noise between runs, and its threads compete with BLAS's.) They repeat the reference's operations
 in its order and its floating-point types (Python-float constants rounded to the array's dtype first, as NumPy does), so
-both give bit-identical results; ``tests/nn/test_kernels.py`` checks that for every option.
+both give bit-identical results; ``tests/nn/test_kernels.py`` checks that for every option. ReLU's
+two NumPy passes (``np.maximum`` takes its slower NaN-aware path; the backward builds a mask, then
+multiplies) become one each, and so do dropout's three after its random draws.
 
 ``ENABLED`` is False without numba or with ``NNLAB_KERNELS=numpy`` in the environment.
 """
@@ -102,3 +105,27 @@ def rmsprop(p, g, v, g_avg, buf, alpha, keep, eps, lr, momentum, decay, scale, b
             p[i] = p[i] - b * lr
         else:
             p[i] = p[i] - step * lr
+
+
+@_compile
+def relu(x, out):
+    """``out = np.maximum(x, 0)`` on flat arrays: NaN stays NaN and -0.0 becomes 0.0, as in NumPy."""
+    for i in range(x.size):
+        v = x[i]
+        out[i] = v if v > 0 or v != v else 0.0
+
+
+@_compile
+def relu_backward(grad, out, result):
+    """``result = grad * (out > 0)`` on flat arrays (a multiply, not a select: NaN * 0 stays NaN)."""
+    for i in range(grad.size):
+        result[i] = grad[i] * (out[i] > 0)
+
+
+@_compile
+def dropout(x, keep, p, scale, out):
+    """Inverted dropout on flat arrays: the uniform draws ``keep`` become the mask ``(keep >= p) / scale``
+    in place and ``out = x * mask``, in ``nn.layers.Dropout``'s operations and types."""
+    for i in range(x.size):
+        keep[i] = (keep[i] >= p) / scale
+        out[i] = x[i] * keep[i]

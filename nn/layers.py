@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nn import kernels
 from nn.checks import check, in_range
 from nn.initializers import get_initializer
 
@@ -118,7 +119,13 @@ class Dropout(Layer):
             self._mask = None
             return x
         keep = self.rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
-        self._mask = (keep >= self.p).astype(x.dtype) / x.dtype.type(1.0 - self.p)
+        scale = x.dtype.type(1.0 - self.p)
+        if kernels.ENABLED and x.flags.c_contiguous and keep.dtype == x.dtype:  # one pass, same values
+            out = np.empty_like(x)
+            kernels.dropout(x.reshape(-1), keep.reshape(-1), x.dtype.type(self.p), scale, out.reshape(-1))
+            self._mask = keep
+            return out
+        self._mask = (keep >= self.p).astype(x.dtype) / scale
         return x * self._mask
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:

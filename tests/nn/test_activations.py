@@ -10,6 +10,7 @@ import pytest
 from nn.activations import ACTIVATIONS, GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, softmax
 from nn.gradcheck import check_layer
 
+pytestmark = pytest.mark.usefixtures("elementwise_kernels")  # NumPy's ReLU, then the compiled one
 TOL = 1e-7
 
 

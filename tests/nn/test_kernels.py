@@ -1,4 +1,5 @@
-"""nn.kernels' fused updates give bit-identical results to NumPy's element-wise reference, for every option."""
+"""nn.kernels' compiled passes (updates, ReLU, dropout) give bit-identical results to NumPy's element-wise
+reference, for every option."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 
 import nn
 from nn import kernels
+from nn.activations import ReLU
 from nn.clipping import Clip
+from nn.layers import Dropout
 
 pytestmark = pytest.mark.skipif(kernels.numba is None, reason="numba is not installed (pip install -e '.[fast]')")
 
@@ -60,6 +63,67 @@ def test_fused_update_is_bit_identical_to_numpy(optimizer, clip, dtype, monkeypa
         assert fused[name].dtype == dtype
         np.testing.assert_array_equal(fused[name], reference[name], err_msg=name)
     assert not np.isfinite(reference["dense0.W"][0, :3]).all()  # NaN and inf went through both alike
+
+
+SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0, -1e-30]
+
+
+def both_ways(run, monkeypatch) -> list[list[np.ndarray]]:
+    """``run()``'s arrays with NumPy's passes, then with the compiled ones."""
+    monkeypatch.setattr(kernels, "ENABLED", kernels.ENABLED)
+    results = []
+    for fused in (False, True):
+        kernels.ENABLED = fused
+        with np.errstate(invalid="ignore"):  # inf * 0 in NumPy's masks
+            results.append([np.array(a, order="C") for a in run()])
+    return results
+
+
+def assert_same_bits(reference: list[np.ndarray], fused: list[np.ndarray]) -> None:
+    for a, b in zip(reference, fused, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))  # -0.0 and NaN payloads too
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_is_bit_identical(dtype, monkeypatch):
+    rng = np.random.default_rng(0)
+    x, grad = rng.standard_normal((2, 33, 40)).astype(dtype)
+    x[0, :6], grad[0, 6:12], x[0, 6:12] = SPECIAL, SPECIAL, -1.0  # NaN gradients where the unit is off stay NaN
+
+    def run():
+        layer = ReLU()
+        return layer.forward(x), layer.backward(grad)
+
+    reference, fused = both_ways(run, monkeypatch)
+    assert_same_bits(reference, fused)
+    assert np.isnan(fused[0][0, 0]) and np.signbit(fused[0][0, 3]) == np.signbit(np.maximum(dtype(-0.0), 0))
+    assert np.isnan(fused[1][0, 6])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.7])
+def test_dropout_is_bit_identical(p, dtype, monkeypatch):
+    x = np.random.default_rng(0).standard_normal((64, 50)).astype(dtype)
+    x[0, :6] = SPECIAL
+
+    def run():
+        layer = Dropout(p, rng=np.random.default_rng(1))
+        return layer.forward(x, training=True), layer.backward(x), layer._mask
+
+    reference, fused = both_ways(run, monkeypatch)
+    assert_same_bits(reference, fused)
+    assert 0 < np.count_nonzero(fused[2]) < fused[2].size
+
+
+def test_non_contiguous_input_takes_numpy_path(monkeypatch):
+    x = np.random.default_rng(0).standard_normal((20, 30)).astype(np.float32).T  # Fortran order
+
+    def run():
+        relu, dropout = ReLU(), Dropout(0.5, rng=np.random.default_rng(1))
+        return relu.forward(x), relu.backward(x), dropout.forward(x, training=True)
+
+    assert_same_bits(*both_ways(run, monkeypatch))
 
 
 @pytest.mark.parametrize(

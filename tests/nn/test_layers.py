@@ -8,6 +8,7 @@ import pytest
 from nn.gradcheck import check_layer, numeric_gradient, relative_error
 from nn.layers import Dense, Dropout
 
+pytestmark = pytest.mark.usefixtures("elementwise_kernels")  # NumPy's dropout mask, then the compiled one
 TOL = 1e-7
 
 

@@ -10,7 +10,7 @@ from nn.optimizers import SGD, Adam, AdamW, RMSprop
 
 STEPS = 3
 LRS = [0.1, 0.05, 0.02]
-pytestmark = pytest.mark.usefixtures("update_kernels")  # every test with NumPy's updates and nn.kernels' fused ones
+pytestmark = pytest.mark.usefixtures("elementwise_kernels")  # NumPy's passes, then the compiled ones
 
 
 def ref_sgd(p, grads, lrs, wd=0.0, momentum=0.0, dampening=0.0, nesterov=False):
@@ -192,7 +192,7 @@ def big_problem(seed=0):
 CHUNK_CASES = ["nesterov", "dampening", "adam-wd", "adamw", "rmsprop-centered-momentum-wd"]
 
 
-@pytest.mark.parametrize("update_kernels", ["numpy"], indirect=True)  # the fused kernels do not chunk
+@pytest.mark.parametrize("elementwise_kernels", ["numpy"], indirect=True)  # the fused kernels do not chunk
 @pytest.mark.parametrize("case", CHUNK_CASES)
 def test_chunked_update_equals_unchunked(case, monkeypatch):
     make = CASES[case][0]
@@ -205,7 +205,7 @@ def test_chunked_update_equals_unchunked(case, monkeypatch):
         np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
 
 
-@pytest.mark.parametrize("update_kernels", ["numpy"], indirect=True)  # the fused kernels do not chunk
+@pytest.mark.parametrize("elementwise_kernels", ["numpy"], indirect=True)  # the fused kernels do not chunk
 @pytest.mark.parametrize("case", CHUNK_CASES)
 def test_tiny_chunks_with_ragged_tail_match_reference(case, monkeypatch):
     make, ref, kwargs = CASES[case]

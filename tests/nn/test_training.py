@@ -18,7 +18,7 @@ from nn.schedules import CosineAnnealing, ReduceOnPlateau, Schedule, Warmup
 from nn.training import Diverged, EpochResult, Trainer, fit
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.usefixtures("update_kernels")  # every test with NumPy's updates and nn.kernels' fused ones
+pytestmark = pytest.mark.usefixtures("elementwise_kernels")  # NumPy's passes, then the compiled ones
 
 
 def blobs(seed=0, n=300, d=10, k=3):
