@@ -16,6 +16,7 @@ by running the same command against the same database (``hydra.sweeper.storage=p
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -167,12 +168,8 @@ class NnlabOptunaSweeper(Sweeper):
                         retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
                     raise
             for trial, result in zip(trials, results):
-                try:
-                    value = result.return_value  # Hydra's public accessor re-raises a failed job's exception
-                except BaseException as err:  # every failed job is concluded, as before
-                    conclude(study, trial, error=err)
-                else:
-                    conclude(study, trial, value)
+                value, error = outcome(result)
+                conclude(study, trial, value, error)
             returns.extend(results)
 
     def run_workers(self, parent) -> list[int]:
@@ -209,6 +206,21 @@ class NnlabOptunaSweeper(Sweeper):
         if any(codes):
             log.error("worker exit codes: %s", codes)
         return codes
+
+
+def outcome(result: JobReturn) -> tuple[Any, BaseException | None]:
+    """A launched job's (value, exception). Hydra's public accessor re-raises a failed job's exception after
+    writing "Error executing job with overrides ..." to stderr; a pruned trial is no error, so its line is dropped."""
+    from experiments.callbacks import Pruned
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return result.return_value, None
+    except BaseException as err:  # every failed job is concluded
+        if not isinstance(err, Pruned):
+            sys.stderr.write(said.getvalue())
+        return None, err
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ def test_a_sweep_config_selects_the_sweeper_and_its_jobs_are_tracked(store, name
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr
     assert "trial 1 PRUNED: ThresholdPruner pruned the trial at epoch 1" in output
+    assert "Error executing job" not in output  # Hydra's line for a failed job: a pruned trial is not one
     study = store.study(name)
     assert {t.params["optimizer.lr"]: t.state for t in study.trials} == LR_STATE
     failed = next(t for t in study.trials if t.state == TrialState.FAIL)
