@@ -36,7 +36,8 @@ BEGIN, END = "<!-- results: begin (python -m experiments.results --write README.
 
 def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
     """The finished runs tagged with a preset, as ``compare.runs_frame`` rows plus ``minutes`` (wall time of
-    the run); of several runs of one preset and seed, the latest."""
+    the run); of several runs of one preset and seed, the latest, and of a preset's runs only those with the
+    params of its latest run (a preset changed since some seeds ran never mixes two setups in one mean)."""
     try:
         open_store(tracking_uri, create=False)
         client = MlflowClient(tracking_uri)
@@ -58,7 +59,11 @@ def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
         raise CompareError(f"No finished run of a preset in experiment {experiment!r} at {tracking_uri}.")
     frame["minutes"] = (frame["end_time"] - frame["start_time"]).dt.total_seconds() / 60
     iteration = frame.get("tags.iteration", pd.Series("", index=frame.index)).fillna("")  # R1's history: per iteration
-    return frame.assign(iteration=iteration).drop_duplicates(["tags.preset", "params.seed", "iteration"], keep="last")
+    frame = frame.assign(iteration=iteration).drop_duplicates(["tags.preset", "params.seed", "iteration"], keep="last")
+    setup = frame[[c for c in frame.columns if c.startswith("params.") and c != "params.seed"]].fillna("").astype(str)
+    signature = setup.agg("|".join, axis=1)
+    latest = signature.groupby([frame["tags.preset"], frame["iteration"]]).transform("last")
+    return frame[signature == latest]
 
 
 def describe(row: pd.Series) -> str:
