@@ -27,10 +27,12 @@ PRUNER_ATTR = "nnlab.pruner"  # study user attribute: the pruner's options, for 
 
 
 class Reporter(Callback):
-    """A trial's callback: report the metric every epoch, raise ``Pruned`` when the pruner says so."""
+    """A trial's callback: report the metric every epoch, raise ``Pruned`` when the pruner says so, but for
+    the run's last epoch ``epochs``: a trial that has trained to its end completes with its value (Hyperband's
+    top rung would otherwise prune finished trials and drop their results)."""
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric = trial, metric
+    def __init__(self, trial: optuna.Trial, metric: str, epochs: int | None = None) -> None:
+        self.trial, self.metric, self.epochs = trial, metric, epochs
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         if epoch == 1 and self.run_id is not None:
@@ -39,7 +41,7 @@ class Reporter(Callback):
         if value is None:  # not finite this epoch: nothing to report
             return
         self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        if epoch != self.epochs and self.trial.should_prune():
             pruner = type(self.trial.study.pruner).__name__
             raise Pruned(f"{pruner} pruned the trial at epoch {epoch} ({self.metric} = {value:.4f})")
 
@@ -68,7 +70,7 @@ def run(
         shown = " ".join(short_setting(key, value) for key, value in trial.params.items())
         cfg.tracking.run_name = f"#{trial.number} {shown}"  # under the parent run "sweep <study>"
     try:
-        result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective))])
+        result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective), cfg.train.epochs)])
     except RunFailed as err:
         if err.run_id:
             trial.set_user_attr("mlflow_run_id", err.run_id)

@@ -11,6 +11,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from experiments.callbacks import Pruned
 from sweeps import report
 from sweeps.trial import Reporter
 from tests.sweeps.conftest import QUICK, check_trial_runs, multirun, split_runs
@@ -59,6 +60,15 @@ def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, nam
     assert by_state[TrialState.FAIL].user_attrs["epochs"] == 0  # NaN in epoch 1: no epoch completed
     assert by_state[TrialState.COMPLETE].user_attrs["epochs"] == 2
     assert study.metric_names == ["val/acc"]
+
+
+def test_the_pruner_is_not_asked_after_the_last_epoch():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    reporter = Reporter(study.ask(), "val/acc", epochs=3)
+    with pytest.raises(Pruned, match="epoch 2"):
+        reporter.on_epoch_end(2, {"val/acc": 0.5})  # below the threshold before the end: pruned
+    reporter.on_epoch_end(3, {"val/acc": 0.6})  # at the end: the trial completes with its value
+    assert study.trials[0].intermediate_values == {2: 0.5, 3: 0.6}
 
 
 def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, monkeypatch):
