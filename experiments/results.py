@@ -36,8 +36,9 @@ BEGIN, END = "<!-- results: begin (python -m experiments.results --write README.
 
 def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
     """The finished runs tagged with a preset, as ``compare.runs_frame`` rows plus ``minutes`` (wall time of
-    the run); of several runs of one preset and seed, the latest, and of a preset's runs only those with the
-    params of its latest run (a preset changed since some seeds ran never mixes two setups in one mean)."""
+    the run); of a preset's runs only those with the params of its latest run (a preset changed since some
+    seeds ran never mixes two setups in one mean; ``attrs["older_setup"]`` counts the runs left out), and of
+    those the latest per seed. Sweep trials (tag ``nnlab.trial``) inherit a preset's tag but are not its runs."""
     try:
         open_store(tracking_uri, create=False)
         client = MlflowClient(tracking_uri)
@@ -54,16 +55,19 @@ def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
         )
     except (StoreError, MlflowException) as err:
         raise CompareError(f"Could not read runs from {tracking_uri}: {err}") from err
-    frame = runs_frame([run for run in runs if "preset" in run.data.tags])
+    frame = runs_frame([run for run in runs if "preset" in run.data.tags and "nnlab.trial" not in run.data.tags])
     if frame.empty:
         raise CompareError(f"No finished run of a preset in experiment {experiment!r} at {tracking_uri}.")
     frame["minutes"] = (frame["end_time"] - frame["start_time"]).dt.total_seconds() / 60
     iteration = frame.get("tags.iteration", pd.Series("", index=frame.index)).fillna("")  # R1's history: per iteration
-    frame = frame.assign(iteration=iteration).drop_duplicates(["tags.preset", "params.seed", "iteration"], keep="last")
+    frame = frame.assign(iteration=iteration)
     setup = frame[[c for c in frame.columns if c.startswith("params.") and c != "params.seed"]].fillna("").astype(str)
     signature = setup.agg("|".join, axis=1)
     latest = signature.groupby([frame["tags.preset"], frame["iteration"]]).transform("last")
-    return frame[signature == latest]
+    older = frame.loc[signature != latest, "tags.preset"].value_counts().to_dict()
+    frame = frame[signature == latest].drop_duplicates(["tags.preset", "params.seed", "iteration"], keep="last")
+    frame.attrs["older_setup"] = older
+    return frame
 
 
 def describe(row: pd.Series) -> str:
@@ -150,9 +154,12 @@ def provenance(frame: pd.DataFrame) -> str:
     commits = sorted(set(frame.get("tags.mlflow.source.git.commit", pd.Series(dtype=str)).dropna().str[:7]))
     dirty = (frame.get("tags.git.dirty", pd.Series(dtype=str)) == "true").sum()
     tree = f", {dirty} of them from a working tree with uncommitted changes" if dirty else ""
+    older = frame.attrs.get("older_setup", {})
+    left_out = ", ".join(f"{n} of `{preset}`" for preset, n in sorted(older.items()))
     return (
         f"{len(frame)} finished runs on {machines}; commit {', '.join(commits) or 'not recorded'}{tree}; "
         f"runs from {frame['start_time'].min():%Y-%m-%d} to {frame['end_time'].max():%Y-%m-%d}."
+        + (f" Left out, as runs of a preset's earlier setup: {left_out}." if older else "")
     )
 
 

@@ -12,7 +12,7 @@ class ReLU(Layer):
     """max(x, 0). With numba, each direction is one compiled pass (``nn.kernels``; same results)."""
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        if kernels.ENABLED and x.flags.c_contiguous:
+        if kernels.ENABLED and x.flags.c_contiguous and x.dtype in kernels.FLOATS:
             self._out = np.empty_like(x)
             kernels.relu(x.reshape(-1), self._out.reshape(-1))
         else:
@@ -20,11 +20,13 @@ class ReLU(Layer):
         return self._out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if kernels.ENABLED and grad_out.flags.c_contiguous and grad_out.dtype == self._out.dtype:
+        out = self._out
+        same = (grad_out.dtype, grad_out.shape) == (out.dtype, out.shape)
+        if kernels.ENABLED and grad_out.flags.c_contiguous and same:
             grad_in = np.empty_like(grad_out)
-            kernels.relu_backward(grad_out.reshape(-1), self._out.reshape(-1), grad_in.reshape(-1))
+            kernels.relu_backward(grad_out.reshape(-1), out.reshape(-1), grad_in.reshape(-1))
             return grad_in
-        return grad_out * (self._out > 0)
+        return grad_out * (out > 0)
 
 
 class LeakyReLU(Layer):

@@ -26,6 +26,7 @@ except ImportError:  # the optional extra is not installed: NumPy does every upd
     numba = None
 
 ENABLED = numba is not None and os.environ.get("NNLAB_KERNELS", "").lower() != "numpy"
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes the kernels are checked for
 
 
 def _compile(function):

@@ -120,7 +120,7 @@ class Dropout(Layer):
             return x
         keep = self.rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
         scale = x.dtype.type(1.0 - self.p)
-        if kernels.ENABLED and x.flags.c_contiguous and keep.dtype == x.dtype:  # one pass, same values
+        if kernels.ENABLED and x.flags.c_contiguous and x.dtype in kernels.FLOATS:  # one pass, same values
             out = np.empty_like(x)
             kernels.dropout(x.reshape(-1), keep.reshape(-1), x.dtype.type(self.p), scale, out.reshape(-1))
             self._mask = keep

@@ -107,6 +107,8 @@ def test_the_table_is_mean_and_std_over_seeds_of_the_logged_runs(seeds):
     uri, runs = seeds
     assert sorted(runs["tags.preset"]) == ["r0", "r0", "r3", "r3"]  # r0 seed 0 ran twice: the later run counts
     assert sorted(runs.loc[runs["tags.preset"] == "r3", "params.seed"]) == ["0", "1"]  # not seed 2's older setup
+    assert runs.attrs["older_setup"] == {"r3": 1}
+    assert "Left out, as runs of a preset's earlier setup: 1 of `r3`." in results.provenance(runs)
     table = results.preset_table(runs).set_index("preset")
     assert list(table.index) == ["`r0`", "`r3`"]
     r0 = runs[runs["tags.preset"] == "r0"]

@@ -7,14 +7,25 @@ import subprocess
 import sys
 
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
+from experiments.callbacks import Pruned
+from hydra_plugins.nnlab_optuna_sweeper.sweeper import outcome
 from tests.sweeps.conftest import RUN, check_trial_runs, split_runs
 from tests.sweeps.test_sweeper import LR_STATE
 
 # 4 trials on digits: lr 0.1 and 0.2 learn, 0.01 and 0.005 stay below the threshold at epoch 1 and are pruned
 FOUR = ["hydra.sweeper.n_trials=4", "optimizer.lr=choice(0.1, 0.01, 0.2, 0.005)"]
 FOUR_STATE = {0.1: TrialState.COMPLETE, 0.2: TrialState.COMPLETE, 0.01: TrialState.PRUNED, 0.005: TrialState.PRUNED}
+
+
+@pytest.mark.parametrize(("error", "announced"), [(RuntimeError("boom"), True), (Pruned("at epoch 1"), False)])
+def test_a_failed_jobs_line_is_kept_and_a_pruned_ones_dropped(error, announced, capsys):
+    result = JobReturn(overrides=["optimizer.lr=0.1"], status=JobStatus.FAILED, _return_value=error)
+    assert outcome(result) == (None, error)
+    assert ("Error executing job with overrides: ['optimizer.lr=0.1']" in capsys.readouterr().err) == announced
+    assert outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=0.9)) == (0.9, None)
 
 
 def sweep(store, name, tmp_path, *extra: str) -> subprocess.CompletedProcess:
