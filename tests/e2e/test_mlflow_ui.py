@@ -175,16 +175,19 @@ def test_experiment_lists_the_sweep_and_its_runs_with_metrics(ui, page, shot):
 
 def open_chart(page, dialog, legend: str) -> None:
     """Open the chart whose legend shows ``legend`` full screen. A search for "val/acc" also finds
-    "best/val/acc", and the order of the charts it finds is not fixed: CI's UI once listed best/val/acc last."""
+    "best/val/acc", the order of the charts it finds is not fixed (CI's UI once listed best/val/acc last),
+    and under load the cards appear one by one: so the cards are counted again on each of three passes."""
     buttons = page.locator('button[data-component-id="fullscreen_button_chartcard"]')
     expect(buttons.first).to_be_visible()
-    for index in range(buttons.count()):
-        buttons.nth(index).click()
-        try:
-            dialog.get_by_text(legend, exact=True).wait_for(timeout=5_000)
-            return
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
+    for _ in range(3):
+        for index in range(buttons.count()):
+            buttons.nth(index).click()
+            try:
+                dialog.get_by_text(legend, exact=True).wait_for(timeout=10_000)
+                return
+            except PlaywrightTimeout:
+                page.keyboard.press("Escape")
+        page.wait_for_timeout(2_000)
     raise AssertionError(f"no chart of the search shows {legend!r}")
 
 
