@@ -28,7 +28,7 @@ from experiments import tracking
 from experiments.compare import CompareError, runs_frame, to_markdown
 from experiments.store import StoreError, open_store
 
-PRESETS = ("r0", "r1", "r2", "r3", "r4", "best_single_hidden", "best_mlp", "best_mlp_augmented")
+PRESETS = ("r0", "r1", "r2", "r3", "r4", "best_single_hidden", "best_mlp", "best_mlp_swept", "best_mlp_augmented")
 HISTORY = "r1_history"
 ACCURACIES = ("test/acc", "val/acc", "train/acc")
 BEGIN, END = "<!-- results: begin (python -m experiments.results --write README.md) -->", "<!-- results: end -->"
