@@ -238,6 +238,7 @@ RECIPES = {
     },
     "best_mlp_swept": {
         "model.hidden": [512, 512, 512],
+        "optimizer._target_": "nn.SGD",
         "optimizer.nesterov": True,
         "optimizer.lr": 0.05,
         "schedule._target_": "nn.CosineAnnealing",
@@ -247,6 +248,9 @@ RECIPES = {
         "optimizer.weight_decay": 1e-4,
         "augment": None,
         "train.epochs": 300,
+        "clipping._target_": "nn.NoClip",
+        "train.batch_size": 128,
+        "tracking.confusion_every": 25,
         "tracking.tags.preset": "best_mlp_swept",
     },
     "best_mlp_augmented": {
