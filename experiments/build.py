@@ -46,16 +46,7 @@ def network(
 
     Refuses (``ConfigError`` on ``model.hidden``) a network whose weights, gradients and optimizer state
     would not fit in the memory this machine has available, before allocating any of it."""
-    sizes = [input_dim, *hidden, num_classes]
-    need = 4 * np.dtype(dtype).itemsize * parameter_count(sizes)
-    have = available_memory()
-    require(
-        have is None or need < have,
-        "model.hidden",
-        list(hidden),
-        f"small enough to fit: weights, gradients and optimizer state need {need / 2**30:.1f} GiB and this machine "
-        f"has {(have or 0) / 2**30:.1f} GiB available",
-    )
+    check_fits([input_dim, *hidden, num_classes], dtype)
     return nn.mlp(
         [input_dim, *hidden, num_classes],
         activation=activation,
@@ -64,6 +55,20 @@ def network(
         input_dropout=input_dropout,
         rng=rng,
         dtype=dtype,
+    )
+
+
+def check_fits(sizes: list[int], dtype, at_least: str = "") -> None:
+    """``ConfigError`` on ``model.hidden`` when the weights, gradients and optimizer state of an MLP of these
+    layer sizes would not fit in the memory available now (``at_least``: "at least " for a lower bound)."""
+    need = 4 * np.dtype(dtype).itemsize * parameter_count(sizes)
+    have = available_memory()
+    require(
+        have is None or need < have,
+        "model.hidden",
+        sizes[1:-1],
+        f"small enough to fit: weights, gradients and optimizer state need {at_least}{need / 2**30:.1f} GiB and "
+        f"this machine has {(have or 0) / 2**30:.1f} GiB available",
     )
 
 
@@ -164,11 +169,12 @@ def parts(cfg: DictConfig) -> Parts:
     with naming("model", cfg.model):
         model = cfg.model
         check_mlp(list(model.hidden), model.activation, model.init, model.dropout, model.input_dropout)
+        check_fits([1, *model.hidden, 1], cfg.train.dtype, "at least ")  # the data's sizes come with the data
     make_augmenter = None
     if cfg.get("augment") is not None:
         call("augment", cfg.augment)  # checks the values now; the image shape comes with the data
         make_augmenter = call("augment", cfg.augment, _partial_=True)
-    callbacks = [call("callbacks", node) for node in (cfg.get("callbacks") or {}).values()]
+    callbacks = [call(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items()]
     return Parts(make_network, optimizer, schedule, clipper, make_augmenter, callbacks)
 
 

@@ -32,8 +32,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from experiments import tracking
-from experiments.store import StoreError, open_store
+from experiments.store import StoreError, open_store, tracking_uri
 
 DEFAULT_METRICS = ("test/acc", "test/loss", "val/acc", "train/acc")
 HISTORY_METRIC = "val/acc"
@@ -313,10 +312,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tracking_uri = tracking.tracking_uri(args.tracking_uri)
+    uri = tracking_uri(args.tracking_uri)
     try:
         table = compare_runs(
-            tracking_uri,
+            uri,
             args.experiments or ["nnlab"],
             args.runs,
             args.filter,
@@ -327,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.sort:
             table = sort_table(table, args.sort)
-        histories = metric_histories(tracking_uri, table["run_id"])
+        histories = metric_histories(uri, table["run_id"])
         if args.group_by:
             grouped = group_table(table, args.group_by, args.metrics)
             print(to_markdown(mean_std_markdown(grouped, args.metrics)))

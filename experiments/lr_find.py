@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from experiments import build
 from experiments.run import CONF
 from experiments.schema import ConfigError
-from experiments.store import StoreError, open_store, resolve_store
+from experiments.store import StoreError, open_store, resolve_store, use_store
 from experiments.tracking import experiment_id, experiment_params, run_name, run_page
 from experiments.train import hydra_context, run_command
 from nn.data import DataError
@@ -73,7 +73,7 @@ def find_lr(cfg: DictConfig, overrides: list[str]) -> RangeTest:
 
 def track(cfg: DictConfig, dataset, network, test: RangeTest, overrides: list[str]) -> None:
     uri, artifact_location = resolve_store(cfg.tracking)
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     client = mlflow.MlflowClient(uri)
     experiment = experiment_id(client, cfg.tracking.experiment, artifact_location)
     params = experiment_params(cfg, dataset.train.X.shape[1], dataset.num_classes)

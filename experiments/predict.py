@@ -109,29 +109,28 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
             f"--model {spec}: no such file, and not a run id (32 hex digits) or an MLflow model URI "
             "(models:/<model id>, models:/<registered name>/<version>, runs:/<run id>/checkpoints/best.npz)."
         )
-    from experiments import tracking
+    from experiments import store
 
-    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.DEFAULT_STORE.is_file():
-        tracking_uri = tracking.tracking_uri(tracking_uri)
+    tracking_uri = store.tracking_uri(tracking_uri)
+    if store.sqlite_path(tracking_uri) == store.DEFAULT_STORE.resolve() and not store.DEFAULT_STORE.is_file():
+        tracking_uri = None  # looking must not create an empty store
     if tracking_uri is None and (RUN_ID.match(spec) or spec.startswith(("runs:/", "models:/"))):
         raise InputError(
-            f"--model {spec}: there is no MLflow store to look it up in: ./{tracking.DEFAULT_STORE} does not exist "
+            f"--model {spec}: there is no MLflow store to look it up in: ./{store.DEFAULT_STORE} does not exist "
             "here and MLFLOW_TRACKING_URI is unset. Pass --tracking-uri sqlite:///path/to/mlruns/mlflow.db "
             "(or http://host:port of a tracking server)."
         )
     if tracking_uri:
-        from experiments.store import StoreError, open_store
-
         try:  # in seconds: an unreachable server, or a path where MLflow would quietly create an empty store
-            open_store(tracking_uri, create=False)
-        except StoreError as err:
+            store.open_store(tracking_uri, create=False)
+        except store.StoreError as err:
             raise InputError(f"--tracking-uri {tracking_uri}: {err}") from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow.exceptions import MlflowException
 
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        store.use_store(tracking_uri)
     uri = spec
     try:
         uri = model_uri(spec)

@@ -24,9 +24,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from experiments import tracking
 from experiments.compare import CompareError, runs_frame, to_markdown
-from experiments.store import StoreError, open_store
+from experiments.store import StoreError, open_store, tracking_uri
 
 PRESETS = ("r0", "r1", "r2", "r3", "r4", "best_single_hidden", "best_mlp", "best_mlp_swept", "best_mlp_augmented")
 HISTORY = "r1_history"
@@ -187,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, metavar="README", help="replace the section between the results markers")
     args = parser.parse_args(argv)
     try:
-        generated = render(preset_runs(tracking.tracking_uri(args.tracking_uri), args.experiment))
+        generated = render(preset_runs(tracking_uri(args.tracking_uri), args.experiment))
         if args.write:
             args.write.write_text(replace_section(args.write.read_text(), generated))
     except CompareError as err:

@@ -7,15 +7,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import Config
-from experiments.store import open_store
-from experiments.tracking import RESUME_FOLDER, RESUME_STATES, tracking_uri
+from experiments.store import open_store, tracking_uri, use_store
+from experiments.tracking import RESUME_FOLDER, RESUME_STATES
 from nn.serialization import ModelFileError, load_training_state
 
 
@@ -84,8 +83,8 @@ def parse_run_arguments(description: str, argv: list[str] | None) -> argparse.Na
 
 
 def tracking_uri_or_default(uri: str | None) -> str:
-    """``experiments.tracking.tracking_uri``, also made MLflow's current store."""
+    """``experiments.store.tracking_uri``, also made MLflow's current store."""
     uri = tracking_uri(uri)
     open_store(uri, create=False)  # a mistyped path is an error, not a new empty store
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     return uri

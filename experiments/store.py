@@ -15,9 +15,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+DEFAULT_STORE = Path("mlruns") / "mlflow.db"  # where run.py tracks by default, relative to where it starts
 SQLITE_HEADER = b"SQLite format 3\x00"
 DATABASES = ("postgresql", "mysql", "mssql", "oracle")
 SERVER_TIMEOUT = 8.0  # seconds an unreachable tracking server is given: with start-up, the command ends within 15 s
@@ -27,16 +29,37 @@ class StoreError(ValueError):
     """The tracking store cannot be used; the message names it, the problem and the fix."""
 
 
+def tracking_uri(uri: str | None = None, folder: str | Path | None = None) -> str:
+    """The store of every command: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else SQLite at
+    ``<folder>/mlflow.db`` (default ``./mlruns``); a SQLite path is made absolute, so the URI works from
+    any directory."""
+    uri = str(uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
+    if not uri:
+        database = Path(folder).expanduser() / "mlflow.db" if folder else DEFAULT_STORE
+        return f"sqlite:///{database.resolve()}"
+    database = sqlite_path(uri)
+    return f"sqlite:///{database}" if database is not None else uri
+
+
 def resolve_store(tracking: DictConfig) -> tuple[str, str | None]:
     """(tracking URI, artifact location for new experiments or None to let the server choose) of a run:
-    ``tracking.uri``, else SQLite at ``<tracking.dir>/mlflow.db``; a SQLite store keeps its artifacts in
-    ``artifacts/`` beside its database file, never in the current folder.
-
-    Not ``$MLFLOW_TRACKING_URI``: MLflow 3's ``set_tracking_uri`` writes that variable, so in a process
-    that trains twice (a notebook, a sweep, the tests) the first run's store would capture the second."""
-    uri = str(tracking.uri) if tracking.uri else f"sqlite:///{Path(tracking.dir).expanduser().resolve() / 'mlflow.db'}"
+    ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite at ``<tracking.dir>/mlflow.db``; a SQLite
+    store keeps its artifacts in ``artifacts/`` beside its database file, never in the current folder."""
+    uri = tracking_uri(tracking.uri, tracking.dir)
     database = sqlite_path(uri)
     return uri, (database.parent / "artifacts").as_uri() if database is not None else None
+
+
+def use_store(uri: str) -> None:
+    """``mlflow.set_tracking_uri(uri)`` without its write to ``$MLFLOW_TRACKING_URI`` (MLflow 3 sets the
+    variable for subprocesses), so that in a process that tracks twice (a notebook, a sweep, the tests)
+    the first store does not become the second one's default."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def sqlite_path(uri: str) -> Path | None:

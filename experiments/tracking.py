@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import nn
 from experiments import figures
-from experiments.store import resolve_store
+from experiments.store import resolve_store, use_store
 from nn.data import Dataset
 from nn.network import parameter_count
 from nn.serialization import architecture, training_snapshot, write
@@ -37,16 +37,9 @@ from nn.serialization import architecture, training_snapshot, write
 log = logging.getLogger("nnlab")
 
 
-DEFAULT_STORE = Path("mlruns") / "mlflow.db"
 # INFO lines a user cannot act on: system-metrics monitor start/stop, input-example validation
 QUIET_LOGGERS = ("mlflow.system_metrics", "mlflow.pyfunc", "mlflow.models.model")
 RESUME_FOLDER, RESUME_STATES = "resume", ("state_a.npz", "state_b.npz")  # a run's training state, written in turn
-
-
-def tracking_uri(uri: str | None = None) -> str:
-    """The store a command reads: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else
-    ``sqlite:///<cwd>/mlruns/mlflow.db`` (where ``run.py`` tracks by default)."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve()}"
 
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it as model training
@@ -315,7 +308,7 @@ class MlflowTracker:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.uri, artifact_location = resolve_store(tracking)  # checked by train() before the data was read
-        mlflow.set_tracking_uri(self.uri)
+        use_store(self.uri)
         self.client = MlflowClient(self.uri)
         experiment = self.experiment_id = experiment_id(self.client, tracking.experiment, artifact_location)
         close_orphans(self.client, experiment)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import ConfigError, require
@@ -123,8 +123,13 @@ def report_metric(objective: str) -> str:
     return objective if split in ("train", "val") else f"val/{name}"
 
 
-def default_storage(conf: SweeperConf, tracking_dir: str) -> str:
-    """``conf.storage``, or the journal file ``<tracking.dir>/optuna/<study_name>.log`` as an absolute path."""
+def default_storage(conf: SweeperConf, tracking: DictConfig) -> str:
+    """``conf.storage``, or the journal file ``optuna/<study_name>.log`` (an absolute path) beside the run's
+    SQLite store (``<tracking.dir>`` by default), else under ``tracking.dir``."""
+    from experiments.store import resolve_store, sqlite_path
+
     if conf.storage:
         return conf.storage
-    return str(Path(tracking_dir).expanduser().resolve() / "optuna" / f"{conf.study_name}.log")
+    database = sqlite_path(resolve_store(tracking)[0])
+    folder = database.parent if database is not None else Path(tracking.dir).expanduser().resolve()
+    return str(folder / "optuna" / f"{conf.study_name}.log")

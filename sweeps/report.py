@@ -139,11 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI; default: the store the study recorded")
     parser.add_argument("--experiment", help="MLflow experiment; default: the one the study recorded")
     parser.add_argument("--top", type=int, default=10, help="rows of the top-k table")
-    parser.add_argument("--out", type=Path, help="output folder (default: <tracking-dir>/reports/<study>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: reports/<study> beside the SQLite store, else in --tracking-dir)",
+    )
     args = parser.parse_args(argv)
     from omegaconf import OmegaConf
 
-    from experiments.store import StoreError, open_store, resolve_store
+    from experiments.store import StoreError, open_store, resolve_store, sqlite_path
     from sweeps.parent import TRACKING_ATTR, trial_runs
     from sweeps.study import open_storage
 
@@ -166,16 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or (None if given else recorded.get("uri"))
     experiment = args.experiment or recorded.get("experiment") or "nnlab"
     tracking = OmegaConf.create({"uri": uri, "dir": tracking_dir, "experiment": experiment})
-    runs = None
+    runs, store = None, resolve_store(tracking)[0]
     try:
-        open_store(resolve_store(tracking)[0], create=False)
+        if not (given or recorded):
+            raise StoreError(
+                f"study {args.study} recorded no MLflow store (its sweep ran with tracking=none), so runs found by its "
+                "name could be another sweep's. Pass --tracking-dir or --tracking-uri to join a store's runs anyway."
+            )
+        open_store(store, create=False)
     except StoreError as err:  # the study alone still makes a report
         print(f"report without MLflow runs: {err}", file=sys.stderr)
     else:
         runs = trial_runs(tracking, args.study)
         mixed = mismatched(study, runs)
         if mixed:
-            where = recorded.get("uri") or "a store this study did not record"
+            where = recorded.get("uri") or "no store: the sweep recorded none (tracking=none)"
             print(
                 f"The MLflow runs found for study {args.study} (trials {mixed}) are not the ones its trials ran: "
                 f"another sweep of the same name was tracked in this store. The study's runs are in {where}: "
@@ -183,18 +192,21 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    path = write_report(study, args.out or Path(tracking_dir) / "reports" / args.study, runs, args.top)
+    database = sqlite_path(store)
+    base = database.parent if database is not None else Path(tracking_dir)
+    path = write_report(study, args.out or base / "reports" / args.study, runs, args.top)
     print(path.read_text())
     print(f"written to {path}")
     return 0
 
 
 def mismatched(study: optuna.Study, runs: dict[int, Run]) -> list[int]:
-    """Trial numbers whose run found in MLflow is not the run the trial recorded (``mlflow_run_id``)."""
+    """Trial numbers whose run found in MLflow is not the run the trial recorded (``mlflow_run_id``; a trial
+    that recorded none, tracked nowhere, has no run of its own to find)."""
     return [
         t.number
         for t in study.get_trials(deepcopy=False)
-        if t.number in runs and t.user_attrs.get("mlflow_run_id") not in (None, runs[t.number].info.run_id)
+        if t.number in runs and t.user_attrs.get("mlflow_run_id") != runs[t.number].info.run_id
     ]
 
 

@@ -1,14 +1,22 @@
 """Fixtures for every test folder."""
 
+import os
+
 import mlflow
 import pytest
 
 
 @pytest.fixture(autouse=True)
 def _restore_mlflow_state():
-    """Undo what a tracked run leaves behind: the global tracking URI and any run still active."""
+    """Undo what a tracked run or a test leaves behind: the global tracking URI, ``$MLFLOW_TRACKING_URI``
+    (which ``mlflow.set_tracking_uri`` writes) and any run still active."""
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    variable = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     while mlflow.active_run() is not None:
         mlflow.end_run(status="KILLED")
     mlflow.set_tracking_uri(previous)
+    if variable is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = variable

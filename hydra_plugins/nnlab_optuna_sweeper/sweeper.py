@@ -31,7 +31,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("nnlab.sweeps")
 
@@ -83,7 +83,8 @@ class NnlabOptunaSweeper(Sweeper):
                 "the sweep has no search dimension: choose sweep=<name> (conf/sweep/) or give key=interval(...) "
                 "or key=choice(...) on the command line"
             )
-        url = default_storage(conf, cfg.tracking.dir)
+        self.check_fixed_values(rest)
+        url = default_storage(conf, cfg.tracking)
         n_trials = budget(conf, space)
         study = open_study(
             conf, open_storage(url, conf.heartbeat), space, direction(conf, cfg.train.objective), conf.worker
@@ -121,6 +122,17 @@ class NnlabOptunaSweeper(Sweeper):
             log.error("the workers exited with %s before the budget was used; see their messages above", worker_codes)
             sys.exit(1)
         return returns
+
+    def check_fixed_values(self, rest: list[str]) -> None:
+        """Build what every trial builds from the values they share (the command line's and the sweep's fixed
+        ones), so that a bad one (``optimizer.weight_decay=-1``) stops the sweep with its ``ConfigError``
+        before a study, a parent run or any trial exists, instead of failing every trial."""
+        from experiments import build
+
+        job = self.hydra_context.config_loader.load_sweep_config(self.config, list(rest))
+        with open_dict(job):
+            del job["hydra"]
+        build.parts(job)
 
     def run_trials(self, study, space, rest, url, n_trials, parent, batch) -> list[JobReturn]:
         """Ask for ``batch`` trials at a time and launch them until the budget is used.

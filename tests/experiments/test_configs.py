@@ -441,6 +441,9 @@ def test_a_key_the_target_does_not_take_names_the_group_and_the_target(compose):
         (["model.activation=swish"], "model.activation"),
         (["schedule=warmup_cosine", "train.epochs=2"], "schedule.epochs"),
         (["schedule=warmup_cosine", "train.epochs=5", "schedule.after.eta_min=-1"], "schedule.after.eta_min"),
+        (["model.hidden=[100000,100000]"], "model.hidden"),
+        (["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience"),
+        (["callbacks=early_stopping", "callbacks.early_stopping.mode=sideways"], "callbacks.early_stopping.mode"),
     ],
     ids=[
         "negative-lr",
@@ -464,6 +467,9 @@ def test_a_key_the_target_does_not_take_names_the_group_and_the_target(compose):
         "unknown-activation",
         "warm-up-longer-than-the-run",
         "nested-key",
+        "network-too-large-for-memory",
+        "negative-patience",
+        "unknown-mode",
     ],
 )
 def test_bad_values_stop_train_before_anything_is_tracked(

@@ -116,6 +116,14 @@ def test_a_sweep_without_a_search_dimension_is_refused(store, name):
     assert multirun(*store.args(name), "hydra/sweeper=nnlab_optuna", "optimizer.lr=0.1") == 2
 
 
+def test_a_bad_value_every_trial_shares_stops_the_sweep_before_its_study_or_runs_exist(store, name, capsys):
+    assert multirun("sweep=digits_smoke", *store.args(name), "optimizer.weight_decay=-1") == 2
+    said = capsys.readouterr()
+    assert "optimizer.weight_decay=-1 is not allowed" in said.out + said.err
+    assert not (store.dir / "optuna" / f"{name}.log").exists()
+    assert store.runs(name) == []
+
+
 def test_plain_hydra_multiruns_keep_working(store, name):
     """Without ``sweep=``, ``-m`` is Hydra's basic sweeper: a grid of runs, each tracked."""
     args = [*QUICK, f"tracking.dir={store.dir}", f"tracking.experiment={name}", "dataset=digits", "model=mlp128"]
@@ -144,6 +152,50 @@ def test_the_report_reads_the_store_the_study_recorded_and_refuses_another_sweep
     assert multirun("sweep=digits_smoke", *others) == 0
     code = report.main(["--study", name, "--storage", journal, "--tracking-dir", str(other), "--experiment", name])
     assert code == 2
+
+
+def test_the_report_of_an_untracked_study_joins_no_runs_of_the_same_name(name, tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # ./mlruns will hold a tracked sweep of the same name
+    assert multirun("sweep=digits_smoke", *QUICK, f"hydra.sweeper.study_name={name}") == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    tracked = [r.info.run_id for r in client.search_runs([client.get_experiment_by_name("nnlab").experiment_id])]
+    untracked = tmp_path / "untracked"
+    overrides = ["tracking=none", f"tracking.dir={untracked}", f"hydra.sweeper.study_name={name}"]
+    assert multirun("sweep=digits_smoke", *overrides) == 0
+    journal = str(untracked / "optuna" / f"{name}.log")
+    capsys.readouterr()
+    assert report.main(["--study", name, "--storage", journal, "--out", str(tmp_path / "report")]) == 0
+    assert "recorded no MLflow store" in capsys.readouterr().err
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert len(tracked) == 4 and not any(run_id in text for run_id in tracked)
+    assert report.main(["--study", name, "--storage", journal, "--tracking-dir", "mlruns"]) == 2
+
+
+def test_a_sweep_on_a_relative_sqlite_uri_keeps_its_journal_beside_it_and_reports_from_anywhere(
+    name, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        multirun(
+            "sweep=digits_smoke", *QUICK, "tracking.uri=sqlite:///store/mlflow.db", f"hydra.sweeper.study_name={name}"
+        )
+        == 0
+    )
+    journal = tmp_path / "store" / "optuna" / f"{name}.log"
+    assert journal.is_file() and not (tmp_path / "mlruns").exists()
+    study = optuna.load_study(
+        study_name=name,
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
+    )
+    assert study.user_attrs["nnlab.tracking"]["uri"] == f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert report.main(["--study", name, "--storage", str(journal)]) == 0
+    text = (tmp_path / "store" / "reports" / name / "report.md").read_text()
+    assert study.best_trial.user_attrs["mlflow_run_id"] in text
 
 
 def test_the_parents_best_tags_follow_the_best_trial_after_a_rerun_fixes_a_key(store, name):
