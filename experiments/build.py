@@ -135,6 +135,41 @@ def unknown_message(where: str, unknown: list[str], valid: list[str]) -> str:
     )
 
 
+def unknown_override(config_dir: Path, arguments: list[str]) -> str | None:
+    """The message for a command-line override of a key the composed config lacks (``train.epoch=3``), naming
+    the valid keys there, or None. Hydra refuses such a key too, but only says to add it with ``+``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in arguments if "=" in a and a[0] != "-"])
+    except Exception:  # Hydra says what is wrong with the syntax
+        return None
+    ours = [o for o in overrides if not o.key_or_group.startswith(("hydra", "sweep_trial"))]
+    changed = [o for o in ours if o.type == OverrideType.CHANGE and "." in o.key_or_group]
+    if not changed:
+        return None
+    selections = []  # the groups and top-level values chosen, a sweep's first value: what decides the keys
+    for o in ours:
+        if o in changed or o.type == OverrideType.DEL:
+            continue
+        prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++"}.get(o.type, "")
+        value = next(o.sweep_string_iterator()) if o.is_sweep_override() else o.get_value_element_as_str()
+        selections.append(f"{prefix}{o.key_or_group}={value}")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=selections)
+    except Exception:  # Hydra reports it when it composes
+        return None
+    for o in changed:
+        parent, _, leaf = o.key_or_group.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if isinstance(node, DictConfig) and leaf not in node:
+            return unknown_message(parent, [leaf], [str(k) for k in node if not str(k).startswith("_")])
+    return None
+
+
 def rejected(group: str, node: DictConfig, err: ArgumentError) -> str:
     key = key_of(node, group, err.name)
     return f"{key}={err.value!r} is not allowed: {key} must be {err.allowed}. Fix the override or the config file."

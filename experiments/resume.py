@@ -39,12 +39,12 @@ def resume(run_id: str, tracking_uri: str | None = None) -> TrainResult:
     run = get_run(client, run_id)
     if run.info.status == "FINISHED":
         raise RunError(f"run {run_id} already finished; there is nothing to resume. Use reproduce.py to re-run it.")
-    cfg = logged_config(client, run_id, uri)
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            cfg = logged_config(client, run_id, uri)
             state_file, epoch = latest_training_state(client, run_id, Path(tmp))
         except RunError as err:
-            if run.info.status == "RUNNING":  # killed before its first state: nothing else would close it
+            if run.info.status == "RUNNING":  # killed before its config or first state: nothing else would close it
                 client.set_tag(run_id, "nnlab.failure_reason", f"not resumable: {err}")
                 client.set_terminated(run_id, "FAILED")
                 raise RunError(f"{err} The run is now closed as FAILED.") from err
@@ -56,12 +56,17 @@ def resume(run_id: str, tracking_uri: str | None = None) -> TrainResult:
 def main(argv: list[str] | None = None) -> int:
     args = parse_run_arguments(__doc__.splitlines()[0], argv)
     try:
-        resume(args.run_id, args.tracking_uri)
+        result = resume(args.run_id, args.tracking_uri)
     except (RunError, ConfigError, StoreError, DataError) as err:
         print(f"resume: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:
         print(f"resume: {err.explain()}", file=sys.stderr)
+        return 1
+    if result.status == "failed":  # diverged: closed as FAILED with its reason, as run.py says
+        print(
+            f"resume: the run failed: {result.reason} MLflow run {result.run_id} is closed as FAILED.", file=sys.stderr
+        )
         return 1
     return 0
 

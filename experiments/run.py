@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from experiments import build
 from experiments.schema import ConfigError
 from experiments.store import StoreError
 from experiments.train import RunFailed, run_command, train
@@ -45,5 +46,14 @@ def main(cfg: DictConfig) -> float:
         sys.exit(1)
 
 
+def refuse_unknown_keys() -> None:
+    """Exit 2 with the valid keys nearby when an override names a key the config lacks (``train.epoch=3``)."""
+    message = build.unknown_override(CONF, sys.argv[1:])
+    if message:
+        print(message, file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    refuse_unknown_keys()
     run_command(main)

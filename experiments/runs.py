@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def parse_run_arguments(description: str, argv: list[str] | None) -> argparse.Na
 
 def tracking_uri_or_default(uri: str | None) -> str:
     """``experiments.store.tracking_uri``, also made MLflow's current store."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line of output, not bars
     uri = tracking_uri(uri)
     open_store(uri, create=False)  # a mistyped path is an error, not a new empty store
     use_store(uri)

@@ -29,6 +29,19 @@ class StoreError(ValueError):
     """The tracking store cannot be used; the message names it, the problem and the fix."""
 
 
+def first_line(err: BaseException) -> str:
+    """``Type: message`` of an exception, its first line only (a database error goes on with its SQL)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception at the root of ``err``'s causes (``sqlite3.OperationalError`` under MLflow's)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 def tracking_uri(uri: str | None = None, folder: str | Path | None = None) -> str:
     """The store of every command: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else SQLite at
     ``<folder>/mlflow.db`` (default ``./mlruns``); a SQLite path is made absolute, so the URI works from
@@ -122,12 +135,18 @@ def open_sqlite(uri: str, create: bool, fix: str) -> None:
         raise StoreError(f"The tracking store's folder {path.parent} cannot be created ({err}). {fix}") from err
     if not os.access(path.parent, os.W_OK):
         raise StoreError(f"The tracking store's folder {path.parent} is not writable for this user. {fix}")
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process creates MLflow's tables; the others wait, then find them
-        try:
-            MlflowClient(uri).search_experiments(max_results=1)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one process creates MLflow's tables; the others wait, then find them
+            try:
+                MlflowClient(uri).search_experiments(max_results=1)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except Exception as err:  # a full disk, most likely: SQLite could not write the new store's tables
+        raise StoreError(
+            f"The tracking store {path} could not be created ({first_line(root_cause(err))}). If the disk is full, "
+            f"free space on it. {fix}"
+        ) from None
 
 
 def check_server(uri: str, fix: str) -> None:
@@ -136,7 +155,8 @@ def check_server(uri: str, fix: str) -> None:
     error: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as answer:
+            wait = max(0.5, min(5.0, deadline - time.monotonic()))  # a silent host must not outlast the deadline
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=wait) as answer:
                 if answer.status == 200:
                     return
         except urllib.error.HTTPError as err:  # it answers: a server, perhaps behind a proxy without /health

@@ -8,13 +8,16 @@ both absolute. Figures and checkpoints are written by one background thread (thr
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import warnings
 from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import nn
 from experiments import figures
-from experiments.store import resolve_store, use_store
+from experiments.store import first_line, resolve_store, root_cause, use_store
 from nn.data import Dataset
 from nn.network import parameter_count
 from nn.serialization import architecture, training_snapshot, write
@@ -39,6 +42,8 @@ log = logging.getLogger("nnlab")
 
 # INFO lines a user cannot act on: system-metrics monitor start/stop, input-example validation
 QUIET_LOGGERS = ("mlflow.system_metrics", "mlflow.pyfunc", "mlflow.models.model")
+# a failed SQL write is logged with its traceback before MLflow raises it to us, which reports it in one paragraph
+SILENT_LOGGERS = ("mlflow.store.db.utils",)
 RESUME_FOLDER, RESUME_STATES = "resume", ("state_a.npz", "state_b.npz")  # a run's training state, written in turn
 
 
@@ -188,8 +193,9 @@ def close_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
         if pid <= 0 or pid == os.getpid() or process_alive(pid):
             continue
         reason = (
-            f"its process (pid {pid} on {host}) ended without closing it: killed (SIGKILL, out of memory) or "
-            "crashed. Closed by the next command that opened this store; resume.py continues it from its last state."
+            f"its process (pid {pid} on {host}) ended without closing it: killed (SIGKILL, out of memory), crashed, "
+            "or the store refused the write (a full disk). Closed by the next command that opened this store; "
+            "resume.py continues it from its last state."
         )
         client.set_tag(run.info.run_id, "nnlab.failure_reason", reason)
         client.set_terminated(run.info.run_id, "FAILED")
@@ -237,6 +243,30 @@ def machine() -> str:
     return f"{model}, {cores} cores"
 
 
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def uninterrupted(method):
+    """Hold Ctrl-C and SIGTERM while ``method`` writes to the store, and deliver them once it has: an interrupt
+    inside a SQLite transaction leaves the database locked, so the run could then not be closed."""
+
+    @functools.wraps(method)
+    def held(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+            return method(*args, **kwargs)
+        caught: list[int] = []
+        previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOPPING_SIGNALS}
+        try:
+            return method(*args, **kwargs)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            for number in dict.fromkeys(caught):
+                signal.raise_signal(number)  # now its own handler runs: Ctrl-C or SIGTERM as usual
+
+    return held
+
+
 class NullTracker:
     """``tracking=none``: the same calls, nothing stored."""
 
@@ -244,6 +274,7 @@ class NullTracker:
     uri: str | None = None
     callbacks: list = []
     dead: dict = {}
+    unclosed: str | None = None
 
     def start(self) -> None:
         pass
@@ -298,7 +329,9 @@ class MlflowTracker:
         self.experiment_id: str | None = None
         self.callbacks: list = []  # train() sets them: their state goes into every resume point
         self.dead: dict[str, float] = {}  # train() sets it: ReLU layers more than half dead, last epoch
+        self.unclosed: str | None = None  # why the store refused to close the run (a full disk), if it did
 
+    @uninterrupted
     def start(self) -> None:
         """Open the run (or reopen the resumed one) and log what is known before training.
 
@@ -307,6 +340,8 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        for name in SILENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         self.uri, artifact_location = resolve_store(tracking)  # checked by train() before the data was read
         use_store(self.uri)
         self.client = MlflowClient(self.uri)
@@ -399,6 +434,7 @@ class MlflowTracker:
         self.client.log_image(self.run_id, figures.figure_to_array(fig), key="val_confusion", step=epoch)
 
     # -- the run's life -------------------------------------------------------------------------
+    @uninterrupted
     def log_epoch(
         self, epoch: int, metrics: dict, network: nn.Network, val_counts: np.ndarray, last: bool, trainer, history
     ) -> None:
@@ -418,6 +454,7 @@ class MlflowTracker:
         if self.policy != "none" and not last:
             self._resume_point(network, trainer, history)
 
+    @uninterrupted
     def finish(
         self,
         network: nn.Network,
@@ -514,11 +551,13 @@ class MlflowTracker:
         tags = {"nnlab.state": "pruned", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)}
         self._end("KILLED", tags, f"Pruned at epoch {epoch}: {reason}")
 
+    @uninterrupted
     def warn(self, message: str) -> None:
         """A problem the run goes on with, as the tag ``nnlab.warning`` (shown in the runs table)."""
         if self._open():
             mlflow.set_tag("nnlab.warning", message[:5000])
 
+    @uninterrupted
     def kill(self, network: nn.Network, epoch: int, reason: str = "interrupted (Ctrl-C)") -> None:
         """Ctrl-C or SIGTERM: keep what was logged, store the last weights, close the run as KILLED."""
         if self.policy != "none" and self._open():
@@ -526,13 +565,20 @@ class MlflowTracker:
         tags = {"nnlab.state": "killed", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)}
         self._end("KILLED", tags, f"Killed in epoch {epoch}: {reason}; its last weights are checkpoints/last.npz.")
 
+    @uninterrupted
     def _end(self, status: str, tags: dict[str, str], outcome: str) -> None:
-        """Tag and describe the run, if it was opened, and close it with ``status`` whatever happens."""
+        """Tag and describe the run, if it was opened, and close it with ``status`` whatever happens; when the
+        store refuses even that (a full disk), ``unclosed`` says why and the next command on the store closes it."""
         try:
             if self._open():
                 mlflow.set_tags(tags | {"mlflow.note.content": self.description(outcome)[:20000]})
+        except Exception:  # closing the run matters more than its tags
+            log.debug("could not tag the run before closing it", exc_info=True)
         finally:
-            self._close(status)
+            try:
+                self._close(status)
+            except Exception as err:
+                self.unclosed = first_line(root_cause(err))
 
     def description(self, outcome: str) -> str:
         """The run's MLflow description: the command, the network and data, and how it ended (in full)."""

@@ -7,6 +7,7 @@ command-line entry point around it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import signal
@@ -28,7 +29,7 @@ from tqdm import tqdm
 import nn
 from experiments import build, figures
 from experiments.callbacks import Callback, Pruned
-from experiments.store import open_store, resolve_store
+from experiments.store import first_line, open_store, resolve_store, root_cause
 from experiments.tracking import MlflowTracker, NullTracker
 from nn.callbacks import StopTraining
 from nn.diagnostics import Watch, activations
@@ -67,19 +68,37 @@ class RunFailed(RuntimeError):
 
     ``str()`` is the reason recorded on the run; the original exception is the ``__cause__``."""
 
-    def __init__(self, run_id: str | None, reason: str) -> None:
+    def __init__(self, run_id: str | None, reason: str, unclosed: str | None = None) -> None:
         super().__init__(reason)
-        self.run_id = run_id
+        self.run_id, self.unclosed = run_id, unclosed
 
     def explain(self) -> str:
         """The one-paragraph message a command prints for this failure."""
-        where = (
-            f"MLflow run {self.run_id} is closed as FAILED with this reason (tag nnlab.failure_reason); "
-            "everything logged before the failure is kept."
-            if self.run_id
-            else "No MLflow run was left open."
-        )
+        if self.run_id and self.unclosed:
+            where = (
+                f"The store refused to close MLflow run {self.run_id} too ({self.unclosed}); the next command that "
+                f"opens the store, or python experiments/resume.py {self.run_id}, closes it as FAILED."
+            )
+        elif self.run_id:
+            where = (
+                f"MLflow run {self.run_id} is closed as FAILED with this reason (tag nnlab.failure_reason); "
+                "everything logged before the failure is kept."
+            )
+        else:
+            where = "No MLflow run was left open."
         return f"The run failed: {self}. {where}"
+
+
+def failure_reason(err: Exception) -> str:
+    """The reason recorded for a run that raised: the error's first line and its root cause's, or for a full
+    disk what to do about it."""
+    root = root_cause(err)
+    if (isinstance(root, OSError) and root.errno == errno.ENOSPC) or "disk is full" in str(root):
+        return (
+            f"a disk is full ({first_line(root)}). Free space on it, or point tracking.dir (the MLflow store) and "
+            "hydra.run.dir (the outputs) at a disk with room"
+        )
+    return first_line(err) if root is err else f"{first_line(err)} (from {first_line(root)})"
 
 
 class Terminated(KeyboardInterrupt):
@@ -251,9 +270,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
         tracker.kill(network, epoch, interruption(err))
         raise
     except Exception as err:
-        reason = f"{type(err).__name__}: {err}"
+        reason = failure_reason(err)
         tracker.fail(reason, epoch)
-        raise RunFailed(tracker.run_id, reason) from err
+        raise RunFailed(tracker.run_id, reason, tracker.unclosed) from err
     except BaseException as err:
         tracker.fail(f"{type(err).__name__}: {err}", epoch)
         raise

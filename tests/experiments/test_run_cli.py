@@ -76,6 +76,34 @@ def test_cli_invalid_value_exits_2_with_one_message_naming_the_key(mlflow_store,
     assert mlflow_store.client.get_experiment_by_name(experiment_name) is None
 
 
+def test_cli_unknown_key_without_plus_exits_2_naming_the_valid_keys(tmp_path):
+    done = run_cli("dataset=digits", "train.epoch=3", f"hydra.run.dir={tmp_path / 'out'}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Unknown key(s) in train: epoch (did you mean epochs?). Valid keys there: epochs, batch_size" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "unknown"),
+    [
+        (["train.epoch=3"], "in train: epoch (did you mean epochs?)"),
+        (["optimizer=adam", "optimizer.momentum=0.9"], "in optimizer: momentum"),
+        (["-m", "model=wide1024,mlp128", "model.hiden=[3]"], "in model: hiden (did you mean hidden?)"),
+        (["callbacks=early_stopping", "callbacks.early_stopping.patiense=3"], "in callbacks.early_stopping: patiense"),
+        (["optimizer=adam", "optimizer.betas=[0.9,0.99]"], None),
+        (["experiment=r1", "schedule.milestones=[3]"], None),
+        (["-m", "sweep=lr_momentum_l2", "hydra.sweeper.n_trials=3", "optimizer.lr=tag(log,interval(1e-3,1))"], None),
+        (["seed=0,1,2", "model.dropout=0.1", "--cfg", "job"], None),
+    ],
+)
+def test_an_override_of_a_key_the_config_lacks_is_named_with_the_keys_there(arguments, unknown):
+    from experiments.build import unknown_override
+    from experiments.run import CONF
+
+    message = unknown_override(CONF, arguments)
+    assert message is None if unknown is None else f"Unknown key(s) {unknown}" in message
+
+
 def test_cli_missing_data_exits_2_naming_the_files(tmp_path):
     done = run_cli(
         "dataset=fashion_mnist",

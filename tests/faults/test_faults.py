@@ -130,6 +130,83 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     assert only_run(tmp_path)[1].info.status == "KILLED"
 
 
+def test_ctrl_c_while_an_epoch_is_written_is_held_until_the_write_ends(
+    compose, mlflow_store, experiment_name, monkeypatch
+):
+    """An interrupt inside a SQLite transaction left the store locked and the run RUNNING (1 of 15 Ctrl-Cs)."""
+    import mlflow
+
+    write = mlflow.log_metrics
+
+    def interrupted_write(metrics, step=None, **kwargs):
+        if step == 1 and "val/acc" in metrics:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the signal arrives in the middle of the write
+        return write(metrics, step=step, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", interrupted_write)
+    cfg = compose(*QUICK, "train.epochs=3", *mlflow_store.overrides(experiment_name))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    (run,) = mlflow_store.runs(experiment_name)
+    assert run.info.status == "KILLED"
+    assert [m.step for m in mlflow_store.client.get_metric_history(run.info.run_id, "val/acc")] == [1]
+
+
+def disk_full() -> Exception:
+    """What MLflow raises when SQLite cannot write: its exception, caused by SQLAlchemy's, caused by sqlite3's."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as err:
+            raise MlflowException("(raised as a result of Query-invoked autoflush)\n[SQL: INSERT ...]") from err
+    except MlflowException as err:
+        return err
+
+
+def test_a_full_disk_fails_the_run_in_one_paragraph_and_says_who_closes_it(
+    compose, mlflow_store, experiment_name, monkeypatch
+):
+    import mlflow
+
+    from experiments.train import RunFailed
+
+    write, end = mlflow.log_metrics, mlflow.end_run
+
+    def full_after_epoch_1(metrics, step=None, **kwargs):
+        if step == 2:
+            raise disk_full()
+        return write(metrics, step=step, **kwargs)
+
+    def refused(*args, **kwargs):
+        raise disk_full()
+
+    monkeypatch.setattr(mlflow, "log_metrics", full_after_epoch_1)
+    monkeypatch.setattr(mlflow, "end_run", refused)
+    with pytest.raises(RunFailed) as caught:
+        train(compose(*QUICK, "train.epochs=3", *mlflow_store.overrides(experiment_name)))
+    message = caught.value.explain()
+    assert message.startswith("The run failed: a disk is full (OperationalError: database or disk is full). Free")
+    assert f"refused to close MLflow run {caught.value.run_id} too" in message and "\n" not in message
+    assert mlflow_store.client.get_run(caught.value.run_id).info.status == "RUNNING"  # for the next command
+    monkeypatch.setattr(mlflow, "end_run", end)
+
+
+def test_a_store_that_cannot_be_created_is_refused_in_one_paragraph(tmp_path, monkeypatch):
+    from experiments import store as store_module
+
+    def refused(self, *args, **kwargs):
+        raise disk_full()
+
+    monkeypatch.setattr(store_module.MlflowClient, "search_experiments", refused)
+    with pytest.raises(StoreError, match=r"could not be created \(OperationalError: database or disk is full\)"):
+        store_module.open_store(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")
+
+
 def test_a_run_orphaned_by_sigkill_is_closed_by_the_next_command_on_the_store(tmp_path):
     process = start_run(tmp_path)
     wait_for_epoch(process)
@@ -153,6 +230,18 @@ def test_resume_of_a_run_killed_before_its_first_state_closes_it(compose, mlflow
     mlflow_store.client.update_run(run_id, status="RUNNING")  # as SIGKILL in epoch 1 leaves it
     assert resume.main([run_id, "--tracking-uri", mlflow_store.uri]) == 2
     assert "now closed as FAILED" in capsys.readouterr().err
+    run = mlflow_store.client.get_run(run_id)
+    assert run.info.status == "FAILED" and "not resumable" in run.data.tags["nnlab.failure_reason"]
+
+
+def test_resume_of_a_run_killed_before_its_config_was_logged_closes_it(mlflow_store, experiment_name, capsys):
+    from experiments.tracking import experiment_id
+
+    created = mlflow_store.client.create_run(experiment_id(mlflow_store.client, experiment_name))  # RUNNING, empty
+    run_id = created.info.run_id
+    assert resume.main([run_id, "--tracking-uri", mlflow_store.uri]) == 2
+    said = capsys.readouterr().err
+    assert "has no config.yaml" in said and "now closed as FAILED" in said
     run = mlflow_store.client.get_run(run_id)
     assert run.info.status == "FAILED" and "not resumable" in run.data.tags["nnlab.failure_reason"]
 
