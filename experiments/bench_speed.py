@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(os.environ.get("NNLAB_BENCH_DIR", REPO.parent / "shared" / "bench"))
@@ -195,6 +196,13 @@ def blas_description() -> str:
     )
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """``experiments.compare.to_markdown``, imported here: the timed workers run this file without MLflow."""
+    from experiments.compare import to_markdown
+
+    return to_markdown(table)
+
+
 def main_table(args) -> None:
     commands = {"floor (products alone)": (worker_command("floor", "wide1024", args.epochs), None)}
     if "numba" in kernel_choices():
@@ -208,13 +216,14 @@ def main_table(args) -> None:
     torch = statistics.median(times["torch reference"]) if args.torch_python else None
     print(f"\nwide1024, batch 128, float32; median s per training epoch over {args.rounds} x {args.epochs} epochs")
     print(f"BLAS: {blas_description()}\n")
-    print(f"| loop | s per epoch | ratio to floor |{' ratio to PyTorch |' if torch else ''} test acc |")
-    print(f"|---|---|---|{'---|' if torch else ''}---|")
+    rows = []
     for name in commands:
         seconds = statistics.median(times[name])
-        versus = f" {seconds / torch:.2f} |" if torch else ""
-        acc = "" if name.startswith(("floor", "limit")) else f"{accuracy[name]:.4f}"
-        print(f"| {name} | {seconds:.3f} | {seconds / floor:.2f} |{versus} {acc} |")
+        row = {"loop": name, "s per epoch": f"{seconds:.3f}", "ratio to floor": f"{seconds / floor:.2f}"}
+        row |= {"ratio to PyTorch": f"{seconds / torch:.2f}"} if torch else {}
+        row["test acc"] = "" if name.startswith(("floor", "limit")) else f"{accuracy[name]:.4f}"
+        rows.append(row)
+    print(markdown(pd.DataFrame(rows)), end="")
 
 
 def diagnostics_table(args) -> None:
@@ -226,20 +235,20 @@ def diagnostics_table(args) -> None:
     times, _ = alternate(commands, args.rounds)
     plain, watched = (statistics.median(times[name]) for name in commands)
     print(f"\nwide1024, batch 128; median s per epoch over {args.rounds} x {args.epochs} epochs, alternating")
-    print(f"| loop | s per epoch | ratio |\n|---|---|---|\n| nn | {plain:.3f} | 1.00 |")
-    print(f"| nn + diagnostics | {watched:.3f} | {watched / plain:.3f} |")
+    rows = [("nn", f"{plain:.3f}", "1.00"), ("nn + diagnostics", f"{watched:.3f}", f"{watched / plain:.3f}")]
+    print(markdown(pd.DataFrame(rows, columns=["loop", "s per epoch", "ratio"])), end="")
 
 
 def recipes_table(args) -> None:
-    print("| recipe | floor s | " + " | ".join(f"nn {k} s (ratio)" for k in kernel_choices()) + " |")
-    print("|---|---|" + "---|" * len(kernel_choices()))
+    rows = []
     for recipe in RECIPES:
         commands = {"floor": (worker_command("floor", recipe, args.epochs), None)} | nn_commands(recipe, args.epochs)
         times, _ = alternate(commands, args.rounds)
         floor = statistics.median(times["floor"])
         medians = [statistics.median(times[name]) for name in commands if name != "floor"]
-        cells = [f"{seconds:.3f} ({seconds / floor:.2f})" for seconds in medians]
-        print(f"| {recipe} | {floor:.3f} | " + " | ".join(cells) + " |", flush=True)
+        cells = {f"nn {k} s (ratio)": f"{s:.3f} ({s / floor:.2f})" for k, s in zip(kernel_choices(), medians)}
+        rows.append({"recipe": recipe, "floor s": f"{floor:.3f}"} | cells)
+    print(markdown(pd.DataFrame(rows)), end="")
 
 
 def profile(args) -> None:

@@ -2,8 +2,11 @@
 
 Each configuration runs ``python experiments/run.py -m sweep=<name>`` as a user would, in a fresh temporary store, and
 the table gives its wall time, trials by state and best value, with ratios to the baseline (no
-pruning, one worker). Defaults: lr x momentum x L2 for 784-1024-10 on a 5,000-image MNIST subset
-(``--dataset digits`` works offline).
+pruning, one worker), how busy its trial slots were (the trials' summed durations over wall time x
+slots: a slot idles while its process starts, between trials and while a batch waits for its
+slowest trial) and the machine's load average while it ran (the benchmark's own work included).
+Defaults: lr x momentum x L2 for 784-1024-10 on a 5,000-image MNIST subset (``--dataset digits``
+works offline).
 """
 
 from __future__ import annotations
@@ -13,34 +16,61 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 
+from experiments.compare import to_markdown
 from hydra_plugins.nnlab_optuna_sweeper.sweeper import BLAS_VARIABLES
 
 RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
 
-CONFIGS = {  # name: (overrides, BLAS threads of a single process: None leaves them to BLAS)
-    "no pruning, 1 process": (["hydra/sweeper/pruner=none"], None),
-    "no pruning, 1 process, 1 BLAS thread": (["hydra/sweeper/pruner=none"], 1),
-    "median pruning, 1 process": ([], None),
-    "no pruning, 2 workers": (["hydra/sweeper/pruner=none", "hydra.sweeper.workers=2"], None),
-    "median pruning, 2 workers": (["hydra.sweeper.workers=2"], None),
-    "median pruning, joblib 2 jobs": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], None),
+CONFIGS = {  # name: (overrides, BLAS threads of a single process: None leaves them to BLAS, trial slots)
+    "no pruning, 1 process": (["hydra/sweeper/pruner=none"], None, 1),
+    "no pruning, 1 process, 1 BLAS thread": (["hydra/sweeper/pruner=none"], 1, 1),
+    "median pruning, 1 process": ([], None, 1),
+    "no pruning, 2 workers": (["hydra/sweeper/pruner=none", "hydra.sweeper.workers=2"], None, 2),
+    "median pruning, 2 workers": (["hydra.sweeper.workers=2"], None, 2),
+    "median pruning, joblib 2 jobs": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], None, 2),
+    "median pruning, submitit_local 2 jobs": (["hydra/launcher=submitit_local", "hydra.sweeper.batch=2"], None, 2),
 }
 
 
-def run(name: str, base: list[str], overrides: list[str], threads: int | None, root: Path) -> dict:
-    """One configuration in its own store; its wall time and the study's outcome."""
+class LoadSampler:
+    """The 1-minute load average, sampled every second while a configuration runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self.samples.append(os.getloadavg()[0])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(name: str, base: list[str], overrides: list[str], threads: int | None, slots: int, root: Path) -> dict:
+    """One configuration in its own store; its wall time, the study's outcome, slot use and load."""
     store = root / name.replace(",", "").replace(" ", "_")
     study_name = store.name
     args = [*base, *overrides, f"tracking.dir={store}"]
     args += [f"hydra.sweeper.study_name={study_name}", f"hydra.sweep.dir={store / 'multirun'}"]
     env = os.environ | (dict.fromkeys(BLAS_VARIABLES, str(threads)) if threads else {})
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(RUN), "-m", *args], capture_output=True, text=True, env=env)
+    with LoadSampler() as load:
+        done = subprocess.run([sys.executable, str(RUN), "-m", *args], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -51,6 +81,7 @@ def run(name: str, base: list[str], overrides: list[str], threads: int | None, r
     states = [t.state for t in trials]
     complete = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     epochs = sum(max(t.intermediate_values, default=0) for t in trials)
+    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete)
     return {
         "config": name,
         "seconds": seconds,
@@ -59,24 +90,32 @@ def run(name: str, base: list[str], overrides: list[str], threads: int | None, r
         "failed": states.count(optuna.trial.TrialState.FAIL),
         "epochs": epochs,
         "best": max(complete) if complete else float("nan"),
+        "slots busy": busy / (seconds * slots),
+        "load": sum(load.samples) / len(load.samples),
     }
 
 
 def table(rows: list[dict]) -> str:
-    base = rows[0]
-    lines = [
-        "| configuration | wall time (s) | time ratio | trials per hour | complete | pruned | failed | epochs trained "
-        "| best val/acc |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        trials = r["complete"] + r["pruned"] + r["failed"]
-        lines.append(
-            f"| {r['config']} | {r['seconds']:.0f} | {r['seconds'] / base['seconds']:.2f} | "
-            f"{trials / r['seconds'] * 3600:.0f} | {r['complete']} | "
-            f"{r['pruned']} | {r['failed']} | {r['epochs']} | {r['best']:.4f} |"
+    """The configurations as a Markdown table, with ratios to the first."""
+    frame = pd.DataFrame(rows)
+    trials = frame["complete"] + frame["pruned"] + frame["failed"]
+    return to_markdown(
+        pd.DataFrame(
+            {
+                "configuration": frame["config"],
+                "wall time (s)": frame["seconds"].round().astype(int),
+                "time ratio": frame["seconds"].div(frame["seconds"].iloc[0]).map("{:.2f}".format),
+                "trials per hour": (trials / frame["seconds"] * 3600).round().astype(int),
+                "complete": frame["complete"],
+                "pruned": frame["pruned"],
+                "failed": frame["failed"],
+                "epochs trained": frame["epochs"],
+                "slots busy": frame["slots busy"].map("{:.0%}".format),
+                "load average during": frame["load"].map("{:.1f}".format),
+                "best val/acc": frame["best"].map("{:.4f}".format),
+            }
         )
-    return "\n".join(lines)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,11 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnlab-bench-") as tmp:
         for name in args.configs:
-            overrides, threads = CONFIGS[name]
-            rows.append(run(name, base, overrides, threads, Path(tmp)))
-            load = os.getloadavg()[0]  # other work on the machine skews the times: say how busy it was
-            print(f"{name}: {rows[-1]['seconds']:.0f} s (load average {load:.1f} at the end)", flush=True)
-    print(table(rows))
+            overrides, threads, slots = CONFIGS[name]
+            rows.append(run(name, base, overrides, threads, slots, Path(tmp)))
+            print(f"{name}: {rows[-1]['seconds']:.0f} s (load average {rows[-1]['load']:.1f} during it)", flush=True)
+    print(table(rows), end="")
     return 0
 
 

@@ -7,7 +7,12 @@ from sweeps import bench
 
 
 def test_bench_runs_each_configuration_and_tabulates_the_study(capsys):
-    configs = ["median pruning, 1 process", "no pruning, 2 workers", "median pruning, joblib 2 jobs"]
+    configs = [
+        "median pruning, 1 process",
+        "no pruning, 2 workers",
+        "median pruning, joblib 2 jobs",
+        "median pruning, submitit_local 2 jobs",
+    ]
     args = ["--dataset", "digits", "--model", "mlp128", "--trials", "2", "--epochs", "1", "--configs", *configs]
     assert bench.main(args) == 0
     table = capsys.readouterr().out.split("| configuration |", 1)[1]
@@ -16,3 +21,5 @@ def test_bench_runs_each_configuration_and_tabulates_the_study(capsys):
     for row in rows:
         complete, pruned, failed = (int(row[i]) for i in (4, 5, 6))
         assert complete + pruned + failed == 2  # the budget, whatever the configuration
+        busy, load = row[8].strip(), float(row[9])
+        assert busy.endswith("%") and 0 < int(busy[:-1]) <= 100 and load >= 0
