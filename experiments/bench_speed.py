@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(os.environ.get("NNLAB_BENCH_DIR", REPO.parent / "shared" / "bench"))
@@ -196,11 +195,14 @@ def blas_description() -> str:
     )
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """``experiments.compare.to_markdown``, imported here: the timed workers run this file without MLflow."""
+def markdown(rows: list[dict]) -> str:
+    """``experiments.compare.to_markdown`` of the rows, imported here: the timed workers run this file without
+    pandas or MLflow."""
+    import pandas as pd
+
     from experiments.compare import to_markdown
 
-    return to_markdown(table)
+    return to_markdown(pd.DataFrame(rows))
 
 
 def main_table(args) -> None:
@@ -223,7 +225,7 @@ def main_table(args) -> None:
         row |= {"ratio to PyTorch": f"{seconds / torch:.2f}"} if torch else {}
         row["test acc"] = "" if name.startswith(("floor", "limit")) else f"{accuracy[name]:.4f}"
         rows.append(row)
-    print(markdown(pd.DataFrame(rows)), end="")
+    print(markdown(rows), end="")
 
 
 def diagnostics_table(args) -> None:
@@ -235,8 +237,11 @@ def diagnostics_table(args) -> None:
     times, _ = alternate(commands, args.rounds)
     plain, watched = (statistics.median(times[name]) for name in commands)
     print(f"\nwide1024, batch 128; median s per epoch over {args.rounds} x {args.epochs} epochs, alternating")
-    rows = [("nn", f"{plain:.3f}", "1.00"), ("nn + diagnostics", f"{watched:.3f}", f"{watched / plain:.3f}")]
-    print(markdown(pd.DataFrame(rows, columns=["loop", "s per epoch", "ratio"])), end="")
+    rows = [
+        {"loop": "nn", "s per epoch": f"{plain:.3f}", "ratio": "1.00"},
+        {"loop": "nn + diagnostics", "s per epoch": f"{watched:.3f}", "ratio": f"{watched / plain:.3f}"},
+    ]
+    print(markdown(rows), end="")
 
 
 def recipes_table(args) -> None:
@@ -248,7 +253,8 @@ def recipes_table(args) -> None:
         medians = [statistics.median(times[name]) for name in commands if name != "floor"]
         cells = {f"nn {k} s (ratio)": f"{s:.3f} ({s / floor:.2f})" for k, s in zip(kernel_choices(), medians)}
         rows.append({"recipe": recipe, "floor s": f"{floor:.3f}"} | cells)
-    print(markdown(pd.DataFrame(rows)), end="")
+        print(f"{recipe}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items() if k != "recipe"), flush=True)
+    print(markdown(rows), end="")
 
 
 def profile(args) -> None:

@@ -150,13 +150,14 @@ def unknown_override(config_dir: Path, arguments: list[str]) -> str | None:
     changed = [o for o in ours if o.type == OverrideType.CHANGE and "." in o.key_or_group]
     if not changed:
         return None
-    selections = []  # the groups and top-level values chosen, a sweep's first value: what decides the keys
+    selections = []  # the groups and top-level values chosen: what decides which keys exist
     for o in ours:
         if o in changed or o.type == OverrideType.DEL:
             continue
+        if o.is_sweep_override():  # a sweep over groups (experiment=r1,r2) may add keys one choice lacks
+            return None
         prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++"}.get(o.type, "")
-        value = next(o.sweep_string_iterator()) if o.is_sweep_override() else o.get_value_element_as_str()
-        selections.append(f"{prefix}{o.key_or_group}={value}")
+        selections.append(f"{prefix}{o.key_or_group}={o.get_value_element_as_str()}")
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=selections)
@@ -165,8 +166,9 @@ def unknown_override(config_dir: Path, arguments: list[str]) -> str | None:
     for o in changed:
         parent, _, leaf = o.key_or_group.rpartition(".")
         node = OmegaConf.select(cfg, parent)
-        if isinstance(node, DictConfig) and leaf not in node:
-            return unknown_message(parent, [leaf], [str(k) for k in node if not str(k).startswith("_")])
+        valid = [str(k) for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
+        if valid and leaf not in node:  # an empty node (tracking.tags) is free-form: Hydra says to add with +
+            return unknown_message(parent, [leaf], valid)
     return None
 
 

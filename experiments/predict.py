@@ -111,9 +111,10 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
         )
     from experiments import store
 
+    named = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     tracking_uri = store.tracking_uri(tracking_uri)
-    if store.sqlite_path(tracking_uri) == store.DEFAULT_STORE.resolve() and not store.DEFAULT_STORE.is_file():
-        tracking_uri = None  # looking must not create an empty store
+    if not named and not store.DEFAULT_STORE.is_file():
+        tracking_uri = None  # no store named and none here: looking must not create an empty one
     if tracking_uri is None and (RUN_ID.match(spec) or spec.startswith(("runs:/", "models:/"))):
         raise InputError(
             f"--model {spec}: there is no MLflow store to look it up in: ./{store.DEFAULT_STORE} does not exist "
@@ -127,7 +128,6 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
             raise InputError(f"--tracking-uri {tracking_uri}: {err}") from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     if tracking_uri:
         store.use_store(tracking_uri)
@@ -141,12 +141,9 @@ def load_model(spec: str, tracking_uri: str | None = None) -> Model:
     except InputError:
         raise
     except Exception as err:  # MlflowException, OSError, or whatever unpickling the model raises
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if not isinstance(err, (MlflowException, OSError)):
-            message = f"{type(err).__name__}: {message}"
         raise InputError(
             f"--model {spec}: could not load {uri} from the MLflow store {tracking_uri or mlflow.get_tracking_uri()} "
-            f"({message}). Check the run id in the MLflow UI or with experiments/compare.py, and that "
+            f"({store.first_line(err)}). Check the run id in the MLflow UI or with experiments/compare.py, and that "
             "--tracking-uri names the store the run was logged to."
         ) from None
 

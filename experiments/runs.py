@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import Config
-from experiments.store import open_store, tracking_uri, use_store
+from experiments.store import first_line, open_store, tracking_uri, use_store
 from experiments.tracking import RESUME_FOLDER, RESUME_STATES
 from nn.serialization import ModelFileError, load_training_state
 
@@ -28,7 +28,7 @@ def get_run(client: MlflowClient, run_id: str):
         return client.get_run(run_id)
     except MlflowException as err:
         raise RunError(
-            f"no run {run_id!r} in {client.tracking_uri}: {err.message.splitlines()[0]}. "
+            f"no run {run_id!r} in {client.tracking_uri}: {first_line(err)}. "
             "Check the run id (the MLflow UI shows it) and --tracking-uri."
         ) from err
 

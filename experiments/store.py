@@ -63,6 +63,13 @@ def resolve_store(tracking: DictConfig) -> tuple[str, str | None]:
     return uri, (database.parent / "artifacts").as_uri() if database is not None else None
 
 
+def store_folder(tracking: DictConfig) -> Path:
+    """Where a run's files beside its store go (a sweep's journal, reports): the folder of its SQLite store,
+    else ``tracking.dir`` (a server or database store, or ``tracking=none``), absolute."""
+    database = sqlite_path(resolve_store(tracking)[0]) if tracking.get("enabled", True) else None
+    return database.parent if database is not None else Path(tracking.dir).expanduser().resolve()
+
+
 def use_store(uri: str) -> None:
     """``mlflow.set_tracking_uri(uri)`` without its write to ``$MLFLOW_TRACKING_URI`` (MLflow 3 sets the
     variable for subprocesses), so that in a process that tracks twice (a notebook, a sweep, the tests)
@@ -86,7 +93,7 @@ def open_store(uri: str, create: bool = True) -> None:
     """Check the store of ``uri`` and, for a new SQLite store with ``create``, create it once under a lock;
     raises ``StoreError`` saying what is wrong and how to fix it."""
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
-    fix = "Fix tracking.uri (or tracking.dir), or run with tracking=none."
+    fix = "Fix tracking.uri (or tracking.dir, or $MLFLOW_TRACKING_URI when set), or run with tracking=none."
     if scheme == "sqlite":
         open_sqlite(uri, create, fix)
     elif scheme in ("http", "https"):

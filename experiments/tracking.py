@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import nn
 from experiments import figures
-from experiments.store import first_line, resolve_store, root_cause, use_store
+from experiments.store import first_line, resolve_store, root_cause, sqlite_path, use_store
 from nn.data import Dataset
 from nn.network import parameter_count
 from nn.serialization import architecture, training_snapshot, write
@@ -247,20 +247,33 @@ STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def uninterrupted(method):
-    """Hold Ctrl-C and SIGTERM while ``method`` writes to the store, and deliver them once it has: an interrupt
-    inside a SQLite transaction leaves the database locked, so the run could then not be closed."""
+    """Hold Ctrl-C and SIGTERM while a tracker's ``method`` writes to its SQLite store, and deliver them once it
+    has: an interrupt inside a SQLite transaction leaves the database locked, so the run could then not be
+    closed. The same signal a second time stops at once."""
 
     @functools.wraps(method)
-    def held(*args, **kwargs):
-        if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
-            return method(*args, **kwargs)
+    def held(tracker, *args, **kwargs):
+        uri = getattr(tracker, "uri", None)  # None until start() resolves it
+        if threading.current_thread() is not threading.main_thread() or (uri and sqlite_path(uri) is None):
+            return method(tracker, *args, **kwargs)  # only the main thread gets signals; servers have no lock
         caught: list[int] = []
-        previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOPPING_SIGNALS}
-        try:
-            return method(*args, **kwargs)
-        finally:
+
+        def restore() -> None:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+
+        def hold(signum, frame) -> None:
+            caught.append(signum)
+            if caught.count(signum) > 1:  # asked twice: stop now, whatever is being written
+                caught.clear()
+                restore()
+                signal.raise_signal(signum)
+
+        previous = {number: signal.signal(number, hold) for number in STOPPING_SIGNALS}
+        try:
+            return method(tracker, *args, **kwargs)
+        finally:
+            restore()
             for number in dict.fromkeys(caught):
                 signal.raise_signal(number)  # now its own handler runs: Ctrl-C or SIGTERM as usual
 
@@ -554,13 +567,13 @@ class MlflowTracker:
     @uninterrupted
     def warn(self, message: str) -> None:
         """A problem the run goes on with, as the tag ``nnlab.warning`` (shown in the runs table)."""
-        if self._open():
+        if self.is_open():
             mlflow.set_tag("nnlab.warning", message[:5000])
 
     @uninterrupted
     def kill(self, network: nn.Network, epoch: int, reason: str = "interrupted (Ctrl-C)") -> None:
         """Ctrl-C or SIGTERM: keep what was logged, store the last weights, close the run as KILLED."""
-        if self.policy != "none" and self._open():
+        if self.policy != "none" and self.is_open():
             self._checkpoint(network, "last.npz")
         tags = {"nnlab.state": "killed", "nnlab.failure_reason": reason, "nnlab.failed_epoch": str(epoch)}
         self._end("KILLED", tags, f"Killed in epoch {epoch}: {reason}; its last weights are checkpoints/last.npz.")
@@ -570,7 +583,7 @@ class MlflowTracker:
         """Tag and describe the run, if it was opened, and close it with ``status`` whatever happens; when the
         store refuses even that (a full disk), ``unclosed`` says why and the next command on the store closes it."""
         try:
-            if self._open():
+            if self.is_open():
                 mlflow.set_tags(tags | {"mlflow.note.content": self.description(outcome)[:20000]})
         except Exception:  # closing the run matters more than its tags
             log.debug("could not tag the run before closing it", exc_info=True)
@@ -597,7 +610,7 @@ class MlflowTracker:
         """Where to see this run in the MLflow UI (``run_page``)."""
         return run_page(self.uri, self.experiment_id, self.run_id)
 
-    def _open(self) -> bool:
+    def is_open(self) -> bool:
         """Whether this tracker's run is the active run (started and not yet closed)."""
         active = mlflow.active_run()
         return self.run_id is not None and active is not None and active.info.run_id == self.run_id
@@ -608,5 +621,5 @@ class MlflowTracker:
             self._worker.shutdown(wait=True)
             self._scratch.cleanup()
         finally:
-            if self._open():
+            if self.is_open():
                 mlflow.end_run(status=status)

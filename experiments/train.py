@@ -76,8 +76,8 @@ class RunFailed(RuntimeError):
         """The one-paragraph message a command prints for this failure."""
         if self.run_id and self.unclosed:
             where = (
-                f"The store refused to close MLflow run {self.run_id} too ({self.unclosed}); the next command that "
-                f"opens the store, or python experiments/resume.py {self.run_id}, closes it as FAILED."
+                f"The store refused to record the end of MLflow run {self.run_id} too ({self.unclosed}); the next "
+                "run on this host that opens the store closes it as FAILED."
             )
         elif self.run_id:
             where = (
@@ -122,7 +122,7 @@ def run_command(main: Callable[[], int | None]) -> NoReturn:
         code = main()
     except KeyboardInterrupt as err:
         print(
-            f"{interruption(err)}: the run in progress is closed as KILLED with its last weights "
+            f"{interruption(err)}: a run still in progress is closed as KILLED with its last weights "
             "(python experiments/resume.py <run id> continues it); rerun a sweep's command to resume the sweep.",
             file=sys.stderr,
         )
@@ -266,8 +266,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
         tracker.prune(str(err), epoch)
         return TrainResult(tracker.run_id, "pruned", str(err), history, {}, float("nan"))
     except KeyboardInterrupt as err:
-        log.warning("%s at epoch %d; run closed as KILLED with the last weights", interruption(err), epoch)
-        tracker.kill(network, epoch, interruption(err))
+        if tracker.run_id is None or tracker.is_open():
+            log.warning("%s at epoch %d; run closed as KILLED with the last weights", interruption(err), epoch)
+            tracker.kill(network, epoch, interruption(err))
         raise
     except Exception as err:
         reason = failure_reason(err)
@@ -276,6 +277,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: Resume | 
     except BaseException as err:
         tracker.fail(f"{type(err).__name__}: {err}", epoch)
         raise
+    if tracker.unclosed:  # trained to the end, but the store did not take the run's end (a full disk)
+        reason = f"it trained to the end, but the store did not record that ({tracker.unclosed})"
+        raise RunFailed(tracker.run_id, reason, tracker.unclosed)
     if "test/acc" in final:
         log.info("test loss %.4f acc %.4f", final["test/loss"], final["test/acc"])
     if tracker.run_id:

@@ -65,7 +65,7 @@ def run(name: str, base: list[str], overrides: list[str], threads: int | None, s
     """One configuration in its own store; its wall time, the study's outcome, slot use and load."""
     store = root / name.replace(",", "").replace(" ", "_")
     study_name = store.name
-    args = [*base, *overrides, f"tracking.dir={store}"]
+    args = [*base, *overrides, f"tracking.dir={store}", f"tracking.uri=sqlite:///{store / 'mlflow.db'}"]
     args += [f"hydra.sweeper.study_name={study_name}", f"hydra.sweep.dir={store / 'multirun'}"]
     env = os.environ | (dict.fromkeys(BLAS_VARIABLES, str(threads)) if threads else {})
     start = time.perf_counter()

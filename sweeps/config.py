@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -53,7 +52,7 @@ class SweeperConf:
     study_name: str = "nnlab"
     direction: str | None = None  # maximize | minimize; null: from train.objective
     n_trials: int = 20  # the study's total budget, over restarts, workers and machines
-    storage: str | None = None  # null: journal file <tracking.dir>/optuna/<study_name>.log; or a database URL
+    storage: str | None = None  # null: journal file optuna/<study_name>.log beside the SQLite store; or a database URL
     sampler: Any = MISSING
     pruner: Any = MISSING
     params: dict[str, Any] = field(default_factory=dict)  # Hydra sweep syntax; plain values are fixed
@@ -125,11 +124,9 @@ def report_metric(objective: str) -> str:
 
 def default_storage(conf: SweeperConf, tracking: DictConfig) -> str:
     """``conf.storage``, or the journal file ``optuna/<study_name>.log`` (an absolute path) beside the run's
-    SQLite store (``<tracking.dir>`` by default), else under ``tracking.dir``."""
-    from experiments.store import resolve_store, sqlite_path
+    SQLite store (``<tracking.dir>`` by default), else under ``tracking.dir`` (``store_folder``)."""
+    from experiments.store import store_folder
 
     if conf.storage:
         return conf.storage
-    database = sqlite_path(resolve_store(tracking)[0])
-    folder = database.parent if database is not None else Path(tracking.dir).expanduser().resolve()
-    return str(folder / "optuna" / f"{conf.study_name}.log")
+    return str(store_folder(tracking) / "optuna" / f"{conf.study_name}.log")

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from omegaconf import OmegaConf
 
-    from experiments.store import StoreError, open_store, resolve_store, sqlite_path
+    from experiments.store import StoreError, open_store, resolve_store, store_folder
     from sweeps.parent import TRACKING_ATTR, trial_runs
     from sweeps.study import open_storage
 
@@ -161,13 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     except (UnicodeDecodeError, ValueError, KeyError) as err:  # not a journal, or no such study in it
         print(
             f"cannot read study {args.study!r} from {storage_url} ({type(err).__name__}: {err}): pass the journal file "
-            "(<tracking.dir>/optuna/<study>.log) or database URL the sweep used, with --storage.",
+            "(optuna/<study>.log beside the sweep's SQLite store) or database URL the sweep used, with --storage.",
             file=sys.stderr,
         )
         return 2
     recorded = study.user_attrs.get(TRACKING_ATTR) or {}
     given = args.tracking_uri or args.tracking_dir
-    uri = args.tracking_uri or (None if given else recorded.get("uri"))
+    named = f"sqlite:///{Path(args.tracking_dir).resolve() / 'mlflow.db'}" if args.tracking_dir else None
+    uri = args.tracking_uri or named or recorded.get("uri")
     experiment = args.experiment or recorded.get("experiment") or "nnlab"
     tracking = OmegaConf.create({"uri": uri, "dir": tracking_dir, "experiment": experiment})
     runs, store = None, resolve_store(tracking)[0]
@@ -192,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    database = sqlite_path(store)
-    base = database.parent if database is not None else Path(tracking_dir)
-    path = write_report(study, args.out or base / "reports" / args.study, runs, args.top)
+    path = write_report(study, args.out or store_folder(tracking) / "reports" / args.study, runs, args.top)
     print(path.read_text())
     print(f"written to {path}")
     return 0
@@ -202,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def mismatched(study: optuna.Study, runs: dict[int, Run]) -> list[int]:
     """Trial numbers whose run found in MLflow is not the run the trial recorded (``mlflow_run_id``; a trial
-    that recorded none, tracked nowhere, has no run of its own to find)."""
+    stopped in its first epoch may have recorded none)."""
     return [
         t.number
         for t in study.get_trials(deepcopy=False)
-        if t.number in runs and t.user_attrs.get("mlflow_run_id") != runs[t.number].info.run_id
+        if t.number in runs and t.user_attrs.get("mlflow_run_id") not in (None, runs[t.number].info.run_id)
     ]
 
 

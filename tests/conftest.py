@@ -7,6 +7,12 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
+def _no_tracking_uri_from_the_shell(monkeypatch):
+    """A ``$MLFLOW_TRACKING_URI`` set where the tests run would send their runs to that store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _restore_mlflow_state():
     """Undo what a tracked run or a test leaves behind: the global tracking URI, ``$MLFLOW_TRACKING_URI``
     (which ``mlflow.set_tracking_uri`` writes) and any run still active."""

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -83,7 +82,7 @@ class NnlabOptunaSweeper(Sweeper):
                 "the sweep has no search dimension: choose sweep=<name> (conf/sweep/) or give key=interval(...) "
                 "or key=choice(...) on the command line"
             )
-        self.check_fixed_values(rest)
+        self.check_fixed_values([*space.fixed, *rest])
         url = default_storage(conf, cfg.tracking)
         n_trials = budget(conf, space)
         study = open_study(
@@ -123,13 +122,17 @@ class NnlabOptunaSweeper(Sweeper):
             sys.exit(1)
         return returns
 
-    def check_fixed_values(self, rest: list[str]) -> None:
+    def check_fixed_values(self, shared: list[str]) -> None:
         """Build what every trial builds from the values they share (the command line's and the sweep's fixed
         ones), so that a bad one (``optimizer.weight_decay=-1``) stops the sweep with its ``ConfigError``
         before a study, a parent run or any trial exists, instead of failing every trial."""
         from experiments import build
+        from experiments.schema import ConfigError
 
-        job = self.hydra_context.config_loader.load_sweep_config(self.config, list(rest))
+        try:
+            job = self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
+        except Exception as err:  # a group option or value that does not compose: every trial would fail so
+            raise ConfigError(f"the values every trial shares do not compose: {err}".replace("\n", " ")) from None
         with open_dict(job):
             del job["hydra"]
         build.parts(job)
@@ -193,8 +196,10 @@ class NnlabOptunaSweeper(Sweeper):
         threads = str(max(1, len(os.sched_getaffinity(0)) // conf.workers))
         env = os.environ | dict.fromkeys(BLAS_VARIABLES, threads)
         arguments = [*cfg.hydra.overrides.hydra, *cfg.hydra.overrides.task]
-        server = conf.mlflow_server and parent is not None and not cfg.tracking.uri
-        root = Path(cfg.tracking.dir).expanduser().resolve()
+        from experiments.store import sqlite_path, store_folder
+
+        server = conf.mlflow_server and parent is not None and sqlite_path(parent.uri) is not None
+        root = store_folder(cfg.tracking)
         context = (
             local_server(parent.uri, (root / "artifacts").as_uri(), root / "optuna")
             if server

@@ -1,7 +1,7 @@
 """optuna-dashboard over the Optuna journal file a sweep driver wrote, checked through its JSON API.
 
-The study is the one ``python experiments/run.py -m sweep=...`` leaves in ``<tracking.dir>/optuna/<study>.log`` (the
-session's small sweep); the dashboard is started with the README's command and must list the study,
+The study is the one ``python experiments/run.py -m sweep=...`` leaves in ``optuna/<study>.log`` beside its
+SQLite store (the session's small sweep); the dashboard is started with the README's command and must list the study,
 its trials with their parameters, values and MLflow run ids, and show a new trial while it runs.
 """
 

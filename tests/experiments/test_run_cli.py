@@ -88,12 +88,15 @@ def test_cli_unknown_key_without_plus_exits_2_naming_the_valid_keys(tmp_path):
     [
         (["train.epoch=3"], "in train: epoch (did you mean epochs?)"),
         (["optimizer=adam", "optimizer.momentum=0.9"], "in optimizer: momentum"),
-        (["-m", "model=wide1024,mlp128", "model.hiden=[3]"], "in model: hiden (did you mean hidden?)"),
+        (["-m", "optimizer.lr=0.1,0.2", "model.hiden=[3]"], "in model: hiden (did you mean hidden?)"),
         (["callbacks=early_stopping", "callbacks.early_stopping.patiense=3"], "in callbacks.early_stopping: patiense"),
         (["optimizer=adam", "optimizer.betas=[0.9,0.99]"], None),
         (["experiment=r1", "schedule.milestones=[3]"], None),
         (["-m", "sweep=lr_momentum_l2", "hydra.sweeper.n_trials=3", "optimizer.lr=tag(log,interval(1e-3,1))"], None),
         (["seed=0,1,2", "model.dropout=0.1", "--cfg", "job"], None),
+        (["tracking.tags.owner=me"], None),  # a free-form dict: Hydra's own message says to add it with +
+        (["-m", "experiment=r2,r1", "schedule.milestones=[3]"], None),  # r1 has the key, r2 not: the jobs judge
+        (["-m", "model=glob(mlp*)", "model.dropout=0.1"], None),
     ],
 )
 def test_an_override_of_a_key_the_config_lacks_is_named_with_the_keys_there(arguments, unknown):

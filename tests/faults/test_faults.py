@@ -114,7 +114,7 @@ def test_sigterm_closes_the_run_as_killed_and_exits_143_with_one_line(tmp_path):
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 143, output[-2000:]
-    assert "Traceback" not in output and "terminated (SIGTERM): the run in progress is closed as KILLED" in output
+    assert "Traceback" not in output and "terminated (SIGTERM): a run still in progress is closed as KILLED" in output
     client, run = only_run(tmp_path)
     assert run.info.status == "KILLED" and run.data.tags["nnlab.failure_reason"] == "terminated (SIGTERM)"
     assert "checkpoints/last.npz" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
@@ -191,9 +191,27 @@ def test_a_full_disk_fails_the_run_in_one_paragraph_and_says_who_closes_it(
         train(compose(*QUICK, "train.epochs=3", *mlflow_store.overrides(experiment_name)))
     message = caught.value.explain()
     assert message.startswith("The run failed: a disk is full (OperationalError: database or disk is full). Free")
-    assert f"refused to close MLflow run {caught.value.run_id} too" in message and "\n" not in message
+    assert f"refused to record the end of MLflow run {caught.value.run_id} too" in message and "\n" not in message
     assert mlflow_store.client.get_run(caught.value.run_id).info.status == "RUNNING"  # for the next command
     monkeypatch.setattr(mlflow, "end_run", end)
+
+
+def test_a_run_whose_end_the_store_refuses_is_not_reported_finished(
+    compose, mlflow_store, experiment_name, monkeypatch
+):
+    import mlflow
+
+    from experiments.train import RunFailed
+
+    def refused(*args, **kwargs):
+        raise disk_full()
+
+    end = mlflow.end_run
+    monkeypatch.setattr(mlflow, "end_run", refused)
+    with pytest.raises(RunFailed, match="it trained to the end, but the store did not record that") as caught:
+        train(compose(*QUICK, "train.epochs=1", *mlflow_store.overrides(experiment_name)))
+    assert mlflow_store.client.get_run(caught.value.run_id).info.status == "RUNNING"
+    monkeypatch.setattr(mlflow, "end_run", end)  # the run is ended (KILLED) after the test, as a fixture does
 
 
 def test_a_store_that_cannot_be_created_is_refused_in_one_paragraph(tmp_path, monkeypatch):
