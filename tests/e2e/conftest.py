@@ -70,6 +70,7 @@ def train_tracked(*overrides: str) -> str:
     """``train(cfg)`` of the composed config with MLflow tracking; returns the run id."""
     import mlflow
 
+    from experiments.store import use_store
     from experiments.train import train
 
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
@@ -81,7 +82,7 @@ def train_tracked(*overrides: str) -> str:
     finally:
         while mlflow.active_run() is not None:
             mlflow.end_run(status="KILLED")
-        mlflow.set_tracking_uri(previous)
+        use_store(previous)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from PIL import Image
 
 import nn
 from experiments.predict import InputError, image_features, main
+from experiments.store import use_store
 from nn.data import images, load_dataset
 from nn.data.images import mnist_like, read_image, to_white_on_black
 
@@ -326,7 +327,7 @@ def test_run_id_and_model_uris_give_the_same_predictions(digits_run, tmp_path, c
         path = tmp_path / f"d{i}.png"
         Image.fromarray(255 - raw).resize((80, 80), Image.Resampling.BICUBIC).save(path)
         paths.append(str(path))
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model_id}")
     expected = pyfunc.predict(pd.DataFrame(np.array([image_features(p, 64) for p in paths])))["digit"].tolist()
     assert np.mean(np.array(expected) == digits.test.y[:6]) >= 0.5  # the drawings still look like digits

@@ -17,6 +17,7 @@ from sklearn.datasets import load_digits
 import nn
 from experiments.digit_model import DigitClassifier
 from experiments.pyfunc import log_model
+from experiments.store import use_store
 from nn.data.images import image_features
 
 
@@ -39,7 +40,7 @@ def logged(tmp_path_factory, network, digits):
     with pytest.MonkeyPatch.context() as env:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored, with the URI below, at teardown
         env.setattr(sys, "path", list(sys.path))  # loading a model prepends its code directory
-        mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+        use_store(f"sqlite:///{root}/mlflow.db")
         try:
             experiment_id = mlflow.create_experiment("pyfunc", artifact_location=(root / "artifacts").as_uri())
             with mlflow.start_run(experiment_id=experiment_id), warnings.catch_warnings():
@@ -49,7 +50,7 @@ def logged(tmp_path_factory, network, digits):
                 seconds = time.perf_counter() - start
             yield info, seconds
         finally:
-            mlflow.set_tracking_uri(previous)
+            use_store(previous)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 import nn
 from experiments import train as train_module
 from experiments.callbacks import Callback, Pruned
+from experiments.store import use_store
 from experiments.train import StuckAtChance, check_progress, train
 from tests.experiments.conftest import inputs_by_context
 
@@ -42,7 +43,7 @@ def run_train(cfg) -> SimpleNamespace:
             caught.result = train(cfg)
             caught.objective = caught.result.objective
     finally:
-        mlflow.set_tracking_uri(previous)
+        use_store(previous)
     return caught
 
 
@@ -211,7 +212,7 @@ def test_every_epoch_metric_has_one_value_per_epoch_at_step_epoch(all_policy, ml
 def logged_table(mlflow_store, run_id: str, path: str) -> pd.DataFrame:
     """A table logged with ``mlflow.log_table``, found as MLflow finds tables (the run's ``mlflow.loggedArtifacts``)."""
     experiment_id = mlflow_store.client.get_run(run_id).info.experiment_id
-    mlflow.set_tracking_uri(mlflow_store.uri)  # MlflowClient.load_table searches the runs of the current store
+    use_store(mlflow_store.uri)  # MlflowClient.load_table searches the runs of the current store
     return mlflow_store.client.load_table(experiment_id, path, run_ids=[run_id])
 
 
@@ -318,7 +319,7 @@ def test_training_and_test_sets_are_logged_as_dataset_inputs(all_policy):
 
 def test_no_model_is_logged_when_log_model_is_off(all_policy, mlflow_store):
     assert all_policy.run.outputs.model_outputs == []
-    mlflow.set_tracking_uri(mlflow_store.uri)
+    use_store(mlflow_store.uri)
     found = mlflow.search_logged_models(
         experiment_ids=[all_policy.run.info.experiment_id], filter_string=f"source_run_id = '{all_policy.run_id}'"
     )
@@ -327,7 +328,7 @@ def test_no_model_is_logged_when_log_model_is_off(all_policy, mlflow_store):
 
 def test_the_last_and_the_best_epoch_are_logged_models_with_their_epochs(best_and_last, mlflow_store):
     # MLflow 3 logs models as LoggedModels outside the run's artifacts; the run lists them in outputs.
-    mlflow.set_tracking_uri(mlflow_store.uri)
+    use_store(mlflow_store.uri)
     outputs = {o.model_id: o.step for o in best_and_last.run.outputs.model_outputs}
     logged = mlflow.search_logged_models(
         experiment_ids=[best_and_last.run.info.experiment_id],
@@ -679,7 +680,7 @@ def test_early_stopping_finishes_the_run_on_the_best_epochs_weights(compose, mlf
     assert "on the weights of epoch 1" in tags["mlflow.note.content"]
     network = nn.load(mlflow_store.download(run.info.run_id, "checkpoints/last.npz", mlflow_store.dir / "w"))
     test = nn.data.load_dataset("digits", seed=0).test
-    mlflow.set_tracking_uri(mlflow_store.uri)
+    use_store(mlflow_store.uri)
     models = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run.info.run_id}'",
