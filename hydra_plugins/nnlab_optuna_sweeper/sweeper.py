@@ -190,14 +190,13 @@ class NnlabOptunaSweeper(Sweeper):
     def run_workers(self, parent) -> list[int]:
         """``workers`` processes of this command, each running trials one after another, with cores // workers
         BLAS threads each; with ``mlflow_server``, they log through a local MLflow server."""
+        from experiments.store import sqlite_path, store_folder
         from sweeps.server import local_server
 
         conf, cfg = self.conf, self.config
         threads = str(max(1, len(os.sched_getaffinity(0)) // conf.workers))
         env = os.environ | dict.fromkeys(BLAS_VARIABLES, threads)
         arguments = [*cfg.hydra.overrides.hydra, *cfg.hydra.overrides.task]
-        from experiments.store import sqlite_path, store_folder
-
         server = conf.mlflow_server and parent is not None and sqlite_path(parent.uri) is not None
         root = store_folder(cfg.tracking)
         context = (
