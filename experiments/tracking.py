@@ -40,10 +40,15 @@ from nn.serialization import architecture, training_snapshot, write
 log = logging.getLogger("nnlab")
 
 
-# INFO lines a user cannot act on: system-metrics monitor start/stop, input-example validation
-QUIET_LOGGERS = ("mlflow.system_metrics", "mlflow.pyfunc", "mlflow.models.model")
-# a failed SQL write is logged with its traceback before MLflow raises it to us, which reports it in one paragraph
-SILENT_LOGGERS = ("mlflow.store.db.utils",)
+# MLflow's loggers, at the level they are kept to: INFO lines a user cannot act on (system-metrics monitor
+# start/stop, input-example validation), and a failed SQL write's traceback, logged before MLflow raises the
+# error to us, which reports it in one paragraph
+QUIET_LOGGERS = {
+    "mlflow.system_metrics": logging.WARNING,
+    "mlflow.pyfunc": logging.WARNING,
+    "mlflow.models.model": logging.WARNING,
+    "mlflow.store.db.utils": logging.CRITICAL,
+}
 RESUME_FOLDER, RESUME_STATES = "resume", ("state_a.npz", "state_b.npz")  # a run's training state, written in turn
 
 
@@ -351,10 +356,8 @@ class MlflowTracker:
         Once the run exists, ``run_id`` is set: a failure after that is closed by ``fail``."""
         cfg, tracking = self.cfg, self.cfg.tracking
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        for name in SILENT_LOGGERS:
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        for name, level in QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
         self.uri, artifact_location = resolve_store(tracking)  # checked by train() before the data was read
         use_store(self.uri)
         self.client = MlflowClient(self.uri)
