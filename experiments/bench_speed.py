@@ -8,8 +8,9 @@
 The recipe is wide1024 (784-1024-10, SGD momentum 0.9, lr 0.01, L2 1e-4, clipping to [-5, 5], batch
 128, float32) on MNIST. The **floor** is the step's matrix products alone, at the same shapes, for an
 epoch's worth of steps: no loop can train faster with this BLAS. Every loop runs in its own subprocess,
-all of them in turn, ``--rounds`` times, so that each sees the same machine load; the table gives the
-median seconds per training epoch and the ratio to the floor measured in the same run. nn runs with
+all of them in turn, ``--rounds`` times, so that each sees the same machine load. The table gives the
+median seconds per training epoch and each ratio taken round by round (this loop's epochs over the
+floor's, or PyTorch's, in the same round): their median and range. nn runs with
 NumPy's element-wise updates (``NNLAB_KERNELS=numpy``) and, when numba is installed, with the fused
 kernels of ``nn.kernels``.
 """
@@ -120,7 +121,7 @@ def step_products(sizes: list[int], batch: int, dtype: str, rng: np.random.Gener
         layers.append((x, w, dz, np.empty((batch, fan_out), dtype), np.zeros_like(w), np.empty_like(x)))
     momenta = [np.zeros(layer[1].size, dtype) for layer in layers]
     t = np.dtype(dtype).type
-    sgd = (t(1e-9), t(0.9), t(1), False, False, t(1e-4), t(1), t(np.inf))  # lr, momentum, ..., decay, clip
+    sgd = (t(1e-9), t(0.9), t(1), False, t(1e-4), t(1), t(np.inf))  # lr, momentum, keep, nesterov, decay, clip
 
     def run() -> None:
         for i, (x, w, dz, z, gw, gx) in enumerate(layers):
@@ -167,16 +168,28 @@ def worker_command(kind: str, recipe: str, epochs: int) -> list[str]:
 
 
 def alternate(commands: dict[str, tuple[list[str], dict | None]], rounds: int) -> tuple[dict, dict]:
-    """Each command once per round, in turn: {name: [seconds per epoch]}, {name: last test accuracy}."""
-    times: dict[str, list[float]] = {name: [] for name in commands}
+    """Each command once per round, in turn: {name: [[seconds per epoch] per round]}, {name: last test accuracy}."""
+    times: dict[str, list[list[float]]] = {name: [] for name in commands}
     accuracy: dict[str, float] = {}
     for round_ in range(rounds):
         for name, (command, env) in commands.items():
             epochs = run_epochs(command, env)
-            times[name] += [seconds for seconds, _ in epochs]
+            times[name].append([seconds for seconds, _ in epochs])
             accuracy[name] = epochs[-1][1]
-            print(f"round {round_ + 1}: {name:22s} " + " ".join(f"{s:.3f}s" for s, _ in epochs), flush=True)
+            print(f"round {round_ + 1}: {name:26s} " + " ".join(f"{s:.3f}s" for s, _ in epochs), flush=True)
     return times, accuracy
+
+
+def seconds(times: dict, name: str) -> float:
+    """Median seconds per epoch of ``name`` over all rounds."""
+    return statistics.median(s for round_ in times[name] for s in round_)
+
+
+def ratio(times: dict, name: str, base: str) -> str:
+    """``name``'s time over ``base``'s, taken in each round (the medians of its epochs): the median, and the
+    range over the rounds. The machine's speed drifts between rounds; within one it holds better."""
+    ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(times[name], times[base])]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def nn_commands(recipe: str, epochs: int) -> dict[str, tuple[list[str], dict]]:
@@ -214,15 +227,13 @@ def main_table(args) -> None:
     if args.torch_python:
         commands["torch reference"] = ([args.torch_python, str(BENCH / "torch_reference.py"), str(args.epochs)], None)
     times, accuracy = alternate(commands, args.rounds)
-    floor = statistics.median(times["floor (products alone)"])
-    torch = statistics.median(times["torch reference"]) if args.torch_python else None
-    print(f"\nwide1024, batch 128, float32; median s per training epoch over {args.rounds} x {args.epochs} epochs")
+    floor, torch = "floor (products alone)", "torch reference"
+    print(f"\nwide1024, batch 128, float32; {args.rounds} rounds x {args.epochs} epochs; ratios taken round by round")
     print(f"BLAS: {blas_description()}\n")
     rows = []
     for name in commands:
-        seconds = statistics.median(times[name])
-        row = {"loop": name, "s per epoch": f"{seconds:.3f}", "ratio to floor": f"{seconds / floor:.2f}"}
-        row |= {"ratio to PyTorch": f"{seconds / torch:.2f}"} if torch else {}
+        row = {"loop": name, "s per epoch": f"{seconds(times, name):.3f}", "ratio to floor": ratio(times, name, floor)}
+        row |= {"ratio to PyTorch": ratio(times, name, torch)} if args.torch_python else {}
         row["test acc"] = "" if name.startswith(("floor", "limit")) else f"{accuracy[name]:.4f}"
         rows.append(row)
     print(markdown(rows), end="")
@@ -235,11 +246,14 @@ def diagnostics_table(args) -> None:
         "nn + diagnostics": (worker_command("watched", "wide1024", args.epochs), None),
     }
     times, _ = alternate(commands, args.rounds)
-    plain, watched = (statistics.median(times[name]) for name in commands)
-    print(f"\nwide1024, batch 128; median s per epoch over {args.rounds} x {args.epochs} epochs, alternating")
+    print(f"\nwide1024, batch 128; {args.rounds} rounds x {args.epochs} epochs, alternating")
     rows = [
-        {"loop": "nn", "s per epoch": f"{plain:.3f}", "ratio": "1.00"},
-        {"loop": "nn + diagnostics", "s per epoch": f"{watched:.3f}", "ratio": f"{watched / plain:.3f}"},
+        {"loop": "nn", "s per epoch": f"{seconds(times, 'nn'):.3f}", "ratio": "1.00"},
+        {
+            "loop": "nn + diagnostics",
+            "s per epoch": f"{seconds(times, 'nn + diagnostics'):.3f}",
+            "ratio": ratio(times, "nn + diagnostics", "nn"),
+        },
     ]
     print(markdown(rows), end="")
 
@@ -249,10 +263,11 @@ def recipes_table(args) -> None:
     for recipe in RECIPES:
         commands = {"floor": (worker_command("floor", recipe, args.epochs), None)} | nn_commands(recipe, args.epochs)
         times, _ = alternate(commands, args.rounds)
-        floor = statistics.median(times["floor"])
-        medians = [statistics.median(times[name]) for name in commands if name != "floor"]
-        cells = {f"nn {k} s (ratio)": f"{s:.3f} ({s / floor:.2f})" for k, s in zip(kernel_choices(), medians)}
-        rows.append({"recipe": recipe, "floor s": f"{floor:.3f}"} | cells)
+        cells = {
+            f"nn {kernels} s (ratio)": f"{seconds(times, name):.3f} ({ratio(times, name, 'floor')})"
+            for kernels, name in zip(kernel_choices(), list(commands)[1:])
+        }
+        rows.append({"recipe": recipe, "floor s": f"{seconds(times, 'floor'):.3f}"} | cells)
         print(f"{recipe}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items() if k != "recipe"), flush=True)
     print(markdown(rows), end="")
 

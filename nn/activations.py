@@ -9,24 +9,48 @@ from nn.layers import Layer
 
 
 class ReLU(Layer):
-    """max(x, 0). With numba, each direction is one compiled pass (``nn.kernels``; same results)."""
+    """max(x, 0). A Dense layer runs the ReLU after it with its bias (``Dense.forward(x, relu=...)``): the
+    bias is added in the ReLU's pass and its gradient summed in the ReLU's backward pass. With numba, each
+    direction is one compiled pass (``nn.kernels``; same results)."""
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        if kernels.ENABLED and x.flags.c_contiguous and x.dtype in kernels.FLOATS:
+    def forward(self, x: np.ndarray, training: bool = False, bias: np.ndarray | None = None) -> np.ndarray:
+        """x: (B, D), bias: (D,) or None -> max(x + bias, 0), (B, D)."""
+        if _compiled(x, bias):
             self._out = np.empty_like(x)
-            kernels.relu(x.reshape(-1), self._out.reshape(-1))
+            kernels.relu(_rows(x), _no_bias(x) if bias is None else bias, _rows(self._out))
         else:
-            self._out = np.maximum(x, 0)
+            self._out = np.maximum(x if bias is None else x + bias, 0)
         return self._out
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, bias_grad: np.ndarray | None = None) -> np.ndarray:
+        """grad_out: (B, D) -> (B, D); with ``bias_grad`` (D,), also writes the result's sum over the batch there."""
         out = self._out
-        same = (grad_out.dtype, grad_out.shape) == (out.dtype, out.shape)
-        if kernels.ENABLED and grad_out.flags.c_contiguous and same:
+        if _compiled(grad_out, bias_grad) and (grad_out.dtype, grad_out.shape) == (out.dtype, out.shape):
             grad_in = np.empty_like(grad_out)
-            kernels.relu_backward(grad_out.reshape(-1), out.reshape(-1), grad_in.reshape(-1))
+            kernels.relu_backward(
+                _rows(grad_out), _rows(out), _rows(grad_in), _no_bias(out) if bias_grad is None else bias_grad
+            )
             return grad_in
-        return grad_out * (out > 0)
+        grad_in = grad_out * (out > 0)
+        if bias_grad is not None:
+            np.sum(grad_in, axis=0, out=bias_grad)
+        return grad_in
+
+
+def _compiled(x: np.ndarray, bias: np.ndarray | None) -> bool:
+    """Whether ``nn.kernels`` take x (and the (D,) bias or its gradient): contiguous arrays of one float dtype."""
+    if not (kernels.ENABLED and x.ndim >= 1 and x.flags.c_contiguous and x.dtype in kernels.FLOATS):
+        return False
+    return bias is None or (bias.flags.c_contiguous and bias.dtype == x.dtype and bias.shape == x.shape[-1:])
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """x as (rows, last axis), a view: the kernels' shape."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def _no_bias(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1)[:0]
 
 
 class LeakyReLU(Layer):

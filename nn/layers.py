@@ -81,17 +81,27 @@ class Dense(Layer):
         self.needs_input_grad = True
         self._x: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """x: (B, in_features) -> (B, out_features)."""
+    def forward(self, x: np.ndarray, training: bool = False, relu: Layer | None = None) -> np.ndarray:
+        """x: (B, in_features) -> (B, out_features). With ``relu``, the ReLU layer after this one: returns
+        relu(x @ W + b), the bias added in the ReLU's pass over the output."""
         self._x = x
         z = x @ self.params["W"]
+        if relu is not None:
+            return relu.forward(z, training, bias=self.params["b"])
         z += self.params["b"]
         return z
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        """grad_out: (B, out_features) -> (B, in_features), or None when the input needs no gradient."""
+    def backward(self, grad_out: np.ndarray, relu: Layer | None = None) -> np.ndarray | None:
+        """grad_out: (B, out_features) -> (B, in_features), or None when the input needs no gradient.
+
+        With ``relu``, the ReLU of ``forward``: grad_out is the gradient wrt its output, and its backward
+        pass also sums the bias gradient.
+        """
+        if relu is not None:
+            grad_out = relu.backward(grad_out, bias_grad=self.grads["b"])
+        else:
+            np.sum(grad_out, axis=0, out=self.grads["b"])
         np.matmul(self._x.T, grad_out, out=self.grads["W"])
-        np.sum(grad_out, axis=0, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
         return grad_out @ self.params["W"].T

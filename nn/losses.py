@@ -25,20 +25,20 @@ class SoftmaxCrossEntropy:
         batch, classes = logits.shape
         _check_labels(y, batch, classes)
         shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
+        self._picked = (np.arange(batch), y)
+        log_likelihood = shifted[self._picked]
+        exp = np.exp(shifted, out=shifted)
         sums = exp.sum(axis=1, keepdims=True)
-        self._probs = exp / sums
-        self._y = y
-        rows = np.arange(batch)
-        log_likelihood = shifted[rows, y] - np.log(sums[:, 0])
-        return float(-np.mean(log_likelihood, dtype=np.float64))
+        exp /= sums
+        self._probs = exp
+        log_likelihood -= np.log(sums[:, 0])
+        return -float(log_likelihood.sum(dtype=np.float64)) / batch
 
     def backward(self) -> np.ndarray:
         """-> (B, K) gradient of the mean loss wrt the logits."""
         grad = self._probs
-        batch = grad.shape[0]
-        grad[np.arange(batch), self._y] -= 1
-        grad /= batch
+        grad[self._picked] -= 1
+        grad /= grad.shape[0]
         self._probs = None
         return grad
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nn.activations import ACTIVATIONS
+from nn.activations import ACTIVATIONS, ReLU
 from nn.checks import check, in_range, is_integer
 from nn.initializers import INITIALIZERS
 from nn.layers import Dense, Dropout, Layer
@@ -34,6 +34,13 @@ class Network:
         first = self.layers[0]
         if isinstance(first, Dense):
             first.needs_input_grad = False
+        self.stages: list[tuple[Layer, ReLU | None]] = []  # the layers, each Dense with the ReLU it runs
+        for layer in self.layers:
+            previous, paired = self.stages[-1] if self.stages else (None, None)
+            if isinstance(layer, ReLU) and isinstance(previous, Dense) and paired is None:
+                self.stages[-1] = (previous, layer)
+            else:
+                self.stages.append((layer, None))
 
     # -- parameters ---------------------------------------------------------------------------
     @property
@@ -76,9 +83,9 @@ class Network:
 
     # -- passes -------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """x: (B, input_dim) -> logits (B, num_classes)."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        """x: (B, input_dim) -> logits (B, num_classes). A Dense layer followed by ReLU runs it (see ``stages``)."""
+        for layer, relu in self.stages:
+            x = layer.forward(x, training) if relu is None else layer.forward(x, training, relu)
         return x
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
@@ -86,8 +93,8 @@ class Network:
 
         Returns the gradient wrt the input, or None when the first layer was told not to compute it.
         """
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+        for layer, relu in reversed(self.stages):
+            grad = layer.backward(grad) if relu is None else layer.backward(grad, relu)
         return grad
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:

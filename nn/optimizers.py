@@ -146,9 +146,8 @@ class SGD(Optimizer):
     def fused(self, p, g, s, lr, decay, clip):
         t = p.dtype.type
         buf = s.get("momentum_buffer", p[:0])
-        damped = bool(self.dampening) and not self.first
-        keep = t(1 - self.dampening)
-        kernels.sgd(p, g, buf, t(lr), t(self.momentum), keep, damped, self.nesterov, t(decay), *clip)
+        keep = t(1 - self.dampening) if self.dampening and not self.first else t(1)
+        kernels.sgd(p, g, buf, t(lr), t(self.momentum), keep, self.nesterov, t(decay), *clip)
 
 
 class Adam(Optimizer):

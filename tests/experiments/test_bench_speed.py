@@ -48,3 +48,13 @@ def test_the_diagnostics_worker_trains_with_the_watch_train_uses():
     watched, plain = bench_speed.make_trainer("wide1024", watch=True), bench_speed.make_trainer("wide1024")
     assert isinstance(watched.watch, Watch) and [name for name, _ in watched.watch.dense] == ["dense0", "dense1"]
     assert plain.watch is None
+
+
+def test_ratios_are_taken_round_by_round():
+    """A loop and the floor slowed alike in round 2 (the machine drifted) keep their ratio of round 1;
+    the ratio of overall medians (3.0 / 2.5) would not."""
+    times = {"nn": [[2.0, 2.2, 1.8], [6.0, 6.6, 5.4]], "floor": [[1.0, 1.0, 1.0], [3.0, 4.0, 3.0]]}
+    assert bench_speed.seconds(times, "nn") == pytest.approx(3.8)  # (2.2 + 5.4) / 2
+    assert bench_speed.ratio(times, "nn", "floor") == "2.00 (2.00-2.00)"
+    times["nn"][1] = [3.0] * 3
+    assert bench_speed.ratio(times, "nn", "floor") == "1.50 (1.00-2.00)"

@@ -14,7 +14,7 @@ import nn
 from nn import kernels
 from nn.activations import ReLU
 from nn.clipping import Clip
-from nn.layers import Dropout
+from nn.layers import Dense, Dropout
 
 pytestmark = pytest.mark.skipif(kernels.numba is None, reason="numba is not installed (pip install -e '.[fast]')")
 
@@ -99,6 +99,44 @@ def test_relu_is_bit_identical(dtype, monkeypatch):
     assert_same_bits(reference, fused)
     assert np.isnan(fused[0][0, 0]) and np.signbit(fused[0][0, 3]) == np.signbit(np.maximum(dtype(-0.0), 0))
     assert np.isnan(fused[1][0, 6])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_with_a_bias_and_its_gradient_is_bit_identical(dtype, monkeypatch):
+    """The pass a Dense layer runs its ReLU in: max(z + b, 0) forward; backward also sums the bias gradient."""
+    rng = np.random.default_rng(1)
+    z, grad = rng.standard_normal((2, 45, 70)).astype(dtype)
+    bias = rng.standard_normal(70).astype(dtype)
+    z[0, :6], bias[6:12], grad[1, :6] = SPECIAL, SPECIAL, SPECIAL
+    z[:, 12], grad[2:, 12] = 5.0, [1e8, 1.0, -1e8] + [1e-3] * 40  # the sum's order shows in its rounding
+
+    def run():
+        layer, bias_grad = ReLU(), np.full(70, 99.0, dtype)
+        return layer.forward(z, bias=bias), layer.backward(grad, bias_grad=bias_grad), bias_grad
+
+    reference, fused = both_ways(run, monkeypatch)
+    assert_same_bits(reference, fused)
+    np.testing.assert_array_equal(reference[0], np.maximum(z + bias, 0))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(reference[2], (grad * (reference[0] > 0)).sum(axis=0))
+
+
+def test_a_network_runs_each_relu_after_a_dense_layer_in_its_compiled_pass(monkeypatch):
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    calls = []
+    for name, bias in (("relu", 1), ("relu_backward", 3)):  # the position of the bias (or its gradient)
+        kernel = getattr(kernels, name)
+        spy = lambda *a, kernel=kernel, name=name, bias=bias: calls.append((name, a[bias].size)) or kernel(*a)  # noqa: E731
+        monkeypatch.setattr(kernels, name, spy)
+    net = nn.Network([Dense(4, 6), ReLU(), Dense(6, 5), nn.LeakyReLU(), Dropout(0.0), ReLU(), Dense(5, 3), ReLU()])
+    assert [(type(layer).__name__, type(relu).__name__) for layer, relu in net.stages] == [
+        ("Dense", "ReLU"), ("Dense", "NoneType"), ("LeakyReLU", "NoneType"), ("Dropout", "NoneType"),
+        ("ReLU", "NoneType"), ("Dense", "ReLU"),
+    ]  # fmt: skip
+    net.backward(net.forward(np.ones((2, 4), np.float32), training=True))
+    # with the bias (its size; 0 for none): the paired ReLUs forward, then backward in reverse
+    assert calls == [("relu", 6), ("relu", 0), ("relu", 3), ("relu_backward", 3), ("relu_backward", 0),
+                     ("relu_backward", 6)]  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
