@@ -188,6 +188,8 @@ def seconds(times: dict, name: str) -> float:
 def ratio(times: dict, name: str, base: str) -> str:
     """``name``'s time over ``base``'s, taken in each round (the medians of its epochs): the median, and the
     range over the rounds. The machine's speed drifts between rounds; within one it holds better."""
+    if name == base:
+        return "1.00"
     ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(times[name], times[base])]
     return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
@@ -261,12 +263,9 @@ def diagnostics_table(args) -> None:
 def recipes_table(args) -> None:
     rows = []
     for recipe in RECIPES:
-        commands = {"floor": (worker_command("floor", recipe, args.epochs), None)} | nn_commands(recipe, args.epochs)
-        times, _ = alternate(commands, args.rounds)
-        cells = {
-            f"nn {kernels} s (ratio)": f"{seconds(times, name):.3f} ({ratio(times, name, 'floor')})"
-            for kernels, name in zip(kernel_choices(), list(commands)[1:])
-        }
+        loops = nn_commands(recipe, args.epochs)
+        times, _ = alternate({"floor": (worker_command("floor", recipe, args.epochs), None)} | loops, args.rounds)
+        cells = {f"{name} s (ratio)": f"{seconds(times, name):.3f} ({ratio(times, name, 'floor')})" for name in loops}
         rows.append({"recipe": recipe, "floor s": f"{seconds(times, 'floor'):.3f}"} | cells)
         print(f"{recipe}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items() if k != "recipe"), flush=True)
     print(markdown(rows), end="")

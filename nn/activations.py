@@ -18,8 +18,11 @@ class ReLU(Layer):
         if _compiled(x, bias):
             self._out = np.empty_like(x)
             kernels.relu(_rows(x), _no_bias(x) if bias is None else bias, _rows(self._out))
+        elif bias is None:
+            self._out = np.maximum(x, 0)
         else:
-            self._out = np.maximum(x if bias is None else x + bias, 0)
+            self._out = np.add(x, bias, out=np.empty_like(x))  # in x's dtype, as Dense's ``z += b`` was
+            np.maximum(self._out, 0, out=self._out)
         return self._out
 
     def backward(self, grad_out: np.ndarray, bias_grad: np.ndarray | None = None) -> np.ndarray:
@@ -38,10 +41,15 @@ class ReLU(Layer):
 
 
 def _compiled(x: np.ndarray, bias: np.ndarray | None) -> bool:
-    """Whether ``nn.kernels`` take x (and the (D,) bias or its gradient): contiguous arrays of one float dtype."""
-    if not (kernels.ENABLED and x.ndim >= 1 and x.flags.c_contiguous and x.dtype in kernels.FLOATS):
+    """Whether ``nn.kernels`` take x (and the (D,) bias or its gradient): contiguous arrays of one float dtype.
+
+    With a bias, x must be (B, D) with D > 1: NumPy sums a single column pairwise, not row after row."""
+    if not (kernels.ENABLED and x.size and x.flags.c_contiguous and x.dtype in kernels.FLOATS):
         return False
-    return bias is None or (bias.flags.c_contiguous and bias.dtype == x.dtype and bias.shape == x.shape[-1:])
+    if bias is None:
+        return True
+    same = bias.shape == x.shape[1:] and bias.dtype == x.dtype and bias.flags.c_contiguous
+    return x.ndim == 2 and x.shape[1] > 1 and same
 
 
 def _rows(x: np.ndarray) -> np.ndarray:

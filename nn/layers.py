@@ -7,11 +7,16 @@ A layer's contract: ``forward(x, training)`` keeps what ``backward`` needs;
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from nn import kernels
 from nn.checks import check, in_range
 from nn.initializers import get_initializer
+
+if TYPE_CHECKING:
+    from nn.activations import ReLU
 
 
 class Layer:
@@ -81,7 +86,7 @@ class Dense(Layer):
         self.needs_input_grad = True
         self._x: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, training: bool = False, relu: Layer | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = False, relu: ReLU | None = None) -> np.ndarray:
         """x: (B, in_features) -> (B, out_features). With ``relu``, the ReLU layer after this one: returns
         relu(x @ W + b), the bias added in the ReLU's pass over the output."""
         self._x = x
@@ -91,7 +96,7 @@ class Dense(Layer):
         z += self.params["b"]
         return z
 
-    def backward(self, grad_out: np.ndarray, relu: Layer | None = None) -> np.ndarray | None:
+    def backward(self, grad_out: np.ndarray, relu: ReLU | None = None) -> np.ndarray | None:
         """grad_out: (B, out_features) -> (B, in_features), or None when the input needs no gradient.
 
         With ``relu``, the ReLU of ``forward``: grad_out is the gradient wrt its output, and its backward

@@ -32,7 +32,7 @@ class SoftmaxCrossEntropy:
         exp /= sums
         self._probs = exp
         log_likelihood -= np.log(sums[:, 0])
-        return -float(log_likelihood.sum(dtype=np.float64)) / batch
+        return -float(log_likelihood.sum(dtype=np.float64) / batch)  # NaN for an empty batch
 
     def backward(self) -> np.ndarray:
         """-> (B, K) gradient of the mean loss wrt the logits."""

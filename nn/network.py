@@ -34,13 +34,6 @@ class Network:
         first = self.layers[0]
         if isinstance(first, Dense):
             first.needs_input_grad = False
-        self.stages: list[tuple[Layer, ReLU | None]] = []  # the layers, each Dense with the ReLU it runs
-        for layer in self.layers:
-            previous, paired = self.stages[-1] if self.stages else (None, None)
-            if isinstance(layer, ReLU) and isinstance(previous, Dense) and paired is None:
-                self.stages[-1] = (previous, layer)
-            else:
-                self.stages.append((layer, None))
 
     # -- parameters ---------------------------------------------------------------------------
     @property
@@ -82,6 +75,18 @@ class Network:
         return [layer.out_features for layer in self.layers if isinstance(layer, Dense)][-1]
 
     # -- passes -------------------------------------------------------------------------------
+    @property
+    def stages(self) -> list[tuple[Layer, ReLU | None]]:
+        """The layers in order, each Dense layer paired with the ReLU right after it, which it runs."""
+        stages: list[tuple[Layer, ReLU | None]] = []
+        for layer in self.layers:
+            previous, paired = stages[-1] if stages else (None, None)
+            if type(layer) is ReLU and type(previous) is Dense and paired is None:  # not subclasses: own forwards
+                stages[-1] = (previous, layer)
+            else:
+                stages.append((layer, None))
+        return stages
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x: (B, input_dim) -> logits (B, num_classes). A Dense layer followed by ReLU runs it (see ``stages``)."""
         for layer, relu in self.stages:

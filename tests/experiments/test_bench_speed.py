@@ -56,5 +56,6 @@ def test_ratios_are_taken_round_by_round():
     times = {"nn": [[2.0, 2.2, 1.8], [6.0, 6.6, 5.4]], "floor": [[1.0, 1.0, 1.0], [3.0, 4.0, 3.0]]}
     assert bench_speed.seconds(times, "nn") == pytest.approx(3.8)  # (2.2 + 5.4) / 2
     assert bench_speed.ratio(times, "nn", "floor") == "2.00 (2.00-2.00)"
+    assert bench_speed.ratio(times, "floor", "floor") == "1.00"
     times["nn"][1] = [3.0] * 3
     assert bench_speed.ratio(times, "nn", "floor") == "1.50 (1.00-2.00)"

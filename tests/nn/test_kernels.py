@@ -101,17 +101,20 @@ def test_relu_is_bit_identical(dtype, monkeypatch):
     assert np.isnan(fused[1][0, 6])
 
 
+@pytest.mark.parametrize("units", [70, 1])  # one unit: NumPy sums the column pairwise, so its path runs
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_relu_with_a_bias_and_its_gradient_is_bit_identical(dtype, monkeypatch):
+def test_relu_with_a_bias_and_its_gradient_is_bit_identical(dtype, units, monkeypatch):
     """The pass a Dense layer runs its ReLU in: max(z + b, 0) forward; backward also sums the bias gradient."""
     rng = np.random.default_rng(1)
     z, grad = rng.standard_normal((2, 45, 70)).astype(dtype)
     bias = rng.standard_normal(70).astype(dtype)
     z[0, :6], bias[6:12], grad[1, :6] = SPECIAL, SPECIAL, SPECIAL
     z[:, 12], grad[2:, 12] = 5.0, [1e8, 1.0, -1e8] + [1e-3] * 40  # the sum's order shows in its rounding
+    if units == 1:
+        z, grad, bias = np.ascontiguousarray(z[:, 12:13]), np.ascontiguousarray(grad[:, 12:13]), bias[12:13].copy()
 
     def run():
-        layer, bias_grad = ReLU(), np.full(70, 99.0, dtype)
+        layer, bias_grad = ReLU(), np.full(units, 99.0, dtype)
         return layer.forward(z, bias=bias), layer.backward(grad, bias_grad=bias_grad), bias_grad
 
     reference, fused = both_ways(run, monkeypatch)
@@ -138,6 +141,12 @@ def test_a_network_runs_each_relu_after_a_dense_layer_in_its_compiled_pass(monke
     assert calls == [("relu", 6), ("relu", 0), ("relu", 3), ("relu_backward", 3), ("relu_backward", 0),
                      ("relu_backward", 6)]  # fmt: skip
 
+    class OwnReLU(ReLU):  # a subclass keeps its own forward: not paired
+        pass
+
+    net.layers[1], net.layers[-1] = OwnReLU(), nn.Tanh()  # the stages follow the layers as they are now
+    assert [type(relu).__name__ for _, relu in net.stages] == ["NoneType"] * 8
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.7])
@@ -152,6 +161,17 @@ def test_dropout_is_bit_identical(p, dtype, monkeypatch):
     reference, fused = both_ways(run, monkeypatch)
     assert_same_bits(reference, fused)
     assert 0 < np.count_nonzero(fused[2]) < fused[2].size
+
+
+def test_a_bias_of_another_dtype_keeps_the_layer_output_dtype(monkeypatch):
+    z = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+
+    def run():
+        return [ReLU().forward(z, bias=np.arange(4.0))]  # float64: NumPy's path, in z's dtype as z += b was
+
+    reference, fused = both_ways(run, monkeypatch)
+    assert_same_bits(reference, fused)
+    assert fused[0].dtype == np.float32
 
 
 def test_non_contiguous_input_takes_numpy_path(monkeypatch):

@@ -119,3 +119,8 @@ def test_invalid_labels_raise(loss_cls, labels, match):
     inputs = softmax(np.zeros((4, 3)))
     with pytest.raises(ValueError, match=match):
         loss_cls().forward(inputs, labels)
+
+
+def test_fused_loss_of_an_empty_batch_is_nan():
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(SoftmaxCrossEntropy().forward(np.zeros((0, 3), np.float32), np.zeros(0, np.int64)))
