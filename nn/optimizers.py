@@ -11,6 +11,10 @@ Two implementations of one update rule. ``update`` is the NumPy reference: each 
 in chunks of ``CHUNK`` elements, so that its several element-wise passes run in cache instead of
 streaming the whole matrix from memory each time. ``fused`` calls the compiled kernel of
 ``nn.kernels`` (one pass) when numba is installed; both give bit-identical results.
+
+To add an optimizer, subclass ``Optimizer`` and define ``update`` (required); list its per-parameter
+state in ``state_keys``. ``fused`` is optional: without one, ``step`` runs ``update`` (with clipping and
+L2 applied before it) whether numba is installed or not.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ CHUNK = 1 << 16
 
 
 class Optimizer:
-    """Base class: base learning rate, weight decay, per-parameter state and the chunked step."""
+    """Base class: base learning rate, weight decay, per-parameter state and the chunked step.
+
+    A subclass must define ``update`` (the NumPy update of one chunk; ``step`` has already clipped the
+    gradient and added coupled L2 to it) and lists its per-parameter state arrays in ``state_keys``.
+    Defining ``fused`` (the same rule in one compiled pass, bit-identical to ``update``) is optional:
+    ``step`` calls it only where ``nn.kernels`` is enabled and the class defining it is the class defining
+    ``update`` or a subclass of it, so that a subclass overriding ``update`` alone never runs the parent's
+    kernel.
+    """
 
     decoupled = False  # True: weight decay shrinks the parameter instead of adding to the gradient
     state_keys: tuple[str, ...] = ()
@@ -60,7 +72,7 @@ class Optimizer:
             flat_param, flat_grad = param.reshape(-1), grads[name].reshape(-1)
             flat_slot = {k: v.reshape(-1) for k, v in slot.items()}
             decay = self.decay_for(param)
-            if kernels.ENABLED and flat_param.flags.c_contiguous:
+            if kernels.ENABLED and flat_param.flags.c_contiguous and _has_fused(type(self)):
                 self.fused(flat_param, flat_grad, flat_slot, lr, decay, _clip_args(clip, param.dtype))
                 continue
             scratch = self._scratch.get(param.dtype)
@@ -77,11 +89,13 @@ class Optimizer:
                 self.update(p, g, {k: v[part] for k, v in flat_slot.items()}, lr, decay, tmp)
 
     def fused(self, p: np.ndarray, g: np.ndarray, s: dict[str, np.ndarray], lr: float, decay: float, clip) -> None:
-        """``update`` with clipping and L2 in one compiled pass over the flat parameter ``p``."""
+        """Optional: ``update`` with clipping (``clip``: the (scale, bound) of ``_clip_args``) and L2 in one
+        compiled pass over the flat parameter ``p``. ``step`` never calls this base version."""
         raise NotImplementedError
 
     def update(self, p: np.ndarray, g: np.ndarray, s: dict[str, np.ndarray], lr: float, decay: float, tmp) -> None:
-        """Update the flat chunk ``p`` in place from gradient ``g`` (L2 already added) and state ``s``.
+        """Required: update the flat chunk ``p`` in place from gradient ``g`` (clipped, coupled L2 already
+        added; ``g`` may be overwritten) and state ``s`` (this chunk of each ``state_keys`` array).
 
         ``tmp`` is scratch space of ``p``'s size; ``decay`` is only needed by decoupled optimizers.
         """
@@ -271,6 +285,14 @@ class RMSprop(Optimizer):
             p, g, s["square_avg"], s.get("grad_avg", empty), s.get("momentum_buffer", empty), t(self.alpha),
             t(1 - self.alpha), t(self.eps), t(lr), t(self.momentum), t(decay), *clip,
         )  # fmt: skip
+
+
+def _has_fused(cls: type) -> bool:
+    """Whether ``cls`` has a ``fused`` that implements its ``update``: defined below ``Optimizer``, in the class
+    that defines ``update`` or in a subclass of it (a subclass that overrides ``update`` alone runs it)."""
+    fused_owner = next(c for c in cls.__mro__ if "fused" in vars(c))
+    update_owner = next(c for c in cls.__mro__ if "update" in vars(c))
+    return fused_owner is not Optimizer and issubclass(fused_owner, update_owner)
 
 
 def _clip_args(clip: Clip, dtype: np.dtype) -> tuple:

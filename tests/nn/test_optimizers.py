@@ -291,3 +291,53 @@ def test_state_dict_contents():
 def test_invalid_arguments_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+class PlainSGD(nn.optimizers.Optimizer):
+    """An optimizer added the way the docstring of ``Optimizer`` says: ``update`` alone, no ``fused``."""
+
+    def update(self, p, g, s, lr, decay, tmp):
+        p -= lr * g
+
+
+class SlowMomentumSGD(SGD):
+    """Overrides the built-in SGD's ``update`` alone: its parent's kernel (a different rule) must not run."""
+
+    def update(self, p, g, s, lr, decay, tmp):
+        buf = s["momentum_buffer"]
+        buf *= self.momentum
+        buf += g
+        p -= lr * 2 * buf
+
+
+def train(optimizer, clipper, seed=11):
+    """Two epochs of a small float32 MLP on random data: the built-in path for the optimizer and clipper."""
+    rng = np.random.default_rng(seed)
+    X, y = rng.standard_normal((96, 12)).astype(np.float32), rng.integers(0, 4, 96)
+    net = nn.mlp([12, 16, 4], rng=np.random.default_rng(seed))
+    trainer = nn.Trainer(net, optimizer, clipper=clipper, batch_size=32, rng=np.random.default_rng(seed))
+    for epoch in range(2):
+        trainer.train_epoch(X * 20, y, epoch)  # large inputs: the gradients exceed both clippers' limits
+    return net.params
+
+
+@pytest.mark.parametrize(
+    "clipper", [None, nn.ClipByValue(0.05), nn.ClipByNorm(0.5)], ids=["no-clip", "clip-value", "clip-norm"]
+)
+def test_optimizer_with_only_update_trains_to_the_builtin_sgd_bits(clipper):
+    """Runs under both kernel settings (the module's ``elementwise_kernels``): where numba is enabled, ``step``
+    must fall back to ``update`` instead of the base ``fused`` that raises NotImplementedError."""
+    initial = nn.mlp([12, 16, 4], rng=np.random.default_rng(11)).params
+    options = {"lr": 0.05, "weight_decay": 1e-2}
+    got, builtin = train(PlainSGD(**options), clipper), train(SGD(**options), clipper)
+    for name in builtin:
+        np.testing.assert_array_equal(got[name], builtin[name], err_msg=name)
+        assert not np.array_equal(got[name], initial[name]), name
+
+
+def test_subclass_overriding_update_alone_runs_its_update():
+    params, grads = problem(12)
+    got = run(SlowMomentumSGD(lr=0.1, momentum=0.9), params, grads)
+    expected = reference(ref_sgd, {"momentum": 0.9}, params, grads, [0.2] * STEPS)  # lr*2*buf: twice the lr
+    for name in params:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=0, err_msg=name)
