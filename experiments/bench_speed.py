@@ -1,6 +1,6 @@
 """Speed benchmark: nn's training step against its matrix-product floor, the NumPy reference and PyTorch.
 
-    python experiments/bench_speed.py [--epochs 3] [--rounds 3] [--torch-python PATH]
+    python experiments/bench_speed.py [--epochs 3] [--rounds 3] [--torch-python PATH] [--reference-dir DIR]
     python experiments/bench_speed.py --profile      # per-part times of one step
     python experiments/bench_speed.py --recipes      # other optimizers, clipping, dropout, depth, batch, float64
     python experiments/bench_speed.py --harness      # whole epochs of run.py, evaluation, peak memory
@@ -13,6 +13,12 @@ median seconds per training epoch and each ratio taken round by round (this loop
 floor's, or PyTorch's, in the same round): their median and range. nn runs with
 NumPy's element-wise updates (``NNLAB_KERNELS=numpy``) and, when numba is installed, with the fused
 kernels of ``nn.kernels``.
+
+The reference loops, a plain NumPy loop and the same recipe in PyTorch, ship in ``benchmarks/reference/``
+(the default of ``--reference-dir``); they read the MNIST files this script reads (``$NNLAB_DATA_DIR/mnist``,
+else ``../shared/data/mnist`` beside the clone). The PyTorch row needs ``--torch-python``: the interpreter of
+a virtual environment of its own with ``pip install torch==2.13.0`` (the project does not depend on torch);
+without one the table leaves the row out and says so.
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = Path(os.environ.get("NNLAB_BENCH_DIR", REPO.parent / "shared" / "bench"))
+REFERENCE = REPO / "benchmarks" / "reference"  # numpy_reference.py, torch_reference.py and their mnist_io.py
+TORCH_HINT = (
+    "to add it: python -m venv DIR && DIR/bin/pip install torch==2.13.0, then rerun with --torch-python DIR/bin/python"
+)
 EPOCH_LINE = re.compile(r"^(\w+) epoch (\d+) ([\d.]+)s test_acc ([\d.]+)", re.M)
 RECIPES = {  # name -> (layer sizes, optimizer, its options, clipping, batch size, dtype, dropout)
     "wide1024": ([784, 1024, 10], "SGD", {"momentum": 0.9}, ("value", 5.0), 128, "float32", 0.0),
@@ -49,10 +58,15 @@ KERNELS = ("numpy", "numba")
 
 
 # -- workers: each prints one line per epoch, "<name> epoch <i> <seconds>s test_acc <accuracy>" ----------------
+def data_dir() -> Path:
+    """The folder holding mnist/: ``$NNLAB_DATA_DIR``, else ``../shared/data`` beside the clone."""
+    return Path(os.environ.get("NNLAB_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
 def load_mnist(dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from nn.data import load_idx_pair
 
-    root = Path(os.environ.get("NNLAB_DATA_DIR", REPO.parent / "shared" / "data")) / "mnist"
+    root = data_dir() / "mnist"
     x_train, y_train = load_idx_pair(root / "train-images-idx3-ubyte.gz", root / "train-labels-idx1-ubyte.gz")
     x_test, y_test = load_idx_pair(root / "t10k-images-idx3-ubyte.gz", root / "t10k-labels-idx1-ubyte.gz")
     scale = np.dtype(dtype).type(255)
@@ -88,7 +102,7 @@ def make_trainer(recipe: str, seed: int = 0, watch: bool = False):
 def nn_worker(recipe: str, epochs: int, watch: bool = False) -> None:
     """Epochs of ``nn.Trainer``; with ``watch``, each epoch's time includes its diagnostics as ``train()``
     logs them (the Watch's samples, then activations over 1,000 held-out images)."""
-    from experiments.build import DIAGNOSTICS_SAMPLE
+    from experiments.train import DIAGNOSTICS_SAMPLE
     from nn.diagnostics import activations
 
     x_train, y_train, x_test, y_test = load_mnist(RECIPES[recipe][5])
@@ -220,22 +234,46 @@ def markdown(rows: list[dict]) -> str:
     return to_markdown(pd.DataFrame(rows))
 
 
+def torch_missing(torch_python: str | None) -> str | None:
+    """None if ``torch_python`` can import torch; else the one line saying why the PyTorch row is left out."""
+    if not torch_python:
+        return f"PyTorch row left out: no --torch-python given; {TORCH_HINT}"
+    try:
+        done = subprocess.run([torch_python, "-c", "import torch"], capture_output=True, timeout=120)
+        if done.returncode == 0:
+            return None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return f"PyTorch row left out: {torch_python} cannot import torch; {TORCH_HINT}"
+
+
+def reference_commands(args) -> tuple[dict[str, tuple[list[str], dict]], str | None]:
+    """The reference loops' commands, reading this script's MNIST folder; and why PyTorch's is left out, if it is."""
+    env = os.environ | {"NNLAB_DATA_DIR": str(data_dir())}
+    folder, epochs = Path(args.reference_dir), str(args.epochs)
+    commands = {"numpy reference": ([sys.executable, str(folder / "numpy_reference.py"), epochs], env)}
+    missing = torch_missing(args.torch_python)
+    if missing is None:
+        commands["torch reference"] = ([args.torch_python, str(folder / "torch_reference.py"), epochs], env)
+    return commands, missing
+
+
 def main_table(args) -> None:
     commands = {"floor (products alone)": (worker_command("floor", "wide1024", args.epochs), None)}
     if "numba" in kernel_choices():
         commands["limit (products + update)"] = (worker_command("limit", "wide1024", args.epochs), None)
     commands |= nn_commands("wide1024", args.epochs)
-    commands["numpy reference"] = ([sys.executable, str(BENCH / "numpy_reference.py"), str(args.epochs)], None)
-    if args.torch_python:
-        commands["torch reference"] = ([args.torch_python, str(BENCH / "torch_reference.py"), str(args.epochs)], None)
+    references, missing = reference_commands(args)
+    commands |= references
     times, accuracy = alternate(commands, args.rounds)
     floor, torch = "floor (products alone)", "torch reference"
     print(f"\nwide1024, batch 128, float32; {args.rounds} rounds x {args.epochs} epochs; ratios taken round by round")
-    print(f"BLAS: {blas_description()}\n")
+    print(f"BLAS: {blas_description()}")
+    print(f"{missing}\n" if missing else "")
     rows = []
     for name in commands:
         row = {"loop": name, "s per epoch": f"{seconds(times, name):.3f}", "ratio to floor": ratio(times, name, floor)}
-        row |= {"ratio to PyTorch": ratio(times, name, torch)} if args.torch_python else {}
+        row |= {"ratio to PyTorch": ratio(times, name, torch)} if torch in commands else {}
         row["test acc"] = "" if name.startswith(("floor", "limit")) else f"{accuracy[name]:.4f}"
         rows.append(row)
     print(markdown(rows), end="")
@@ -364,7 +402,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--torch-python", help="a Python interpreter with torch installed")
+    parser.add_argument(
+        "--torch-python", help="a Python interpreter with torch installed (pip install torch==2.13.0 in its own venv)"
+    )
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        default=REFERENCE,
+        help="the folder of numpy_reference.py and torch_reference.py (default: the repo's benchmarks/reference)",
+    )
     parser.add_argument("--profile", action="store_true", help="per-part times of one step")
     parser.add_argument("--recipes", action="store_true", help="every other recipe as a ratio to its floor")
     parser.add_argument("--harness", action="store_true", help="whole epochs of run.py, evaluation, peak memory")
@@ -386,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         harness(args)
     elif args.diagnostics:
         diagnostics_table(args)
-    elif not (BENCH / "numpy_reference.py").is_file():
-        print(f"no reference loop at {BENCH}; set NNLAB_BENCH_DIR to the folder holding numpy_reference.py")
+    elif not (args.reference_dir / "numpy_reference.py").is_file():
+        print(f"no numpy_reference.py in {args.reference_dir}; the repo's copies are in {REFERENCE} (the default)")
         return 2
     else:
         main_table(args)
