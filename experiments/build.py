@@ -22,13 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 import nn
 from experiments.schema import Config, ConfigError, require
+from experiments.store import open_store, resolve_store
+from experiments.tracking.checkpoints import POLICIES
 from nn.checks import ArgumentError
 from nn.data import Dataset
 from nn.network import check_mlp, parameter_count
 
 OBJECTIVES = tuple(f"{split}/{metric}" for split in ("train", "val", "test") for metric in ("acc", "loss"))
-CHECKPOINT_POLICIES = ("all", "every_k", "best_and_last", "last", "none")
-DIAGNOSTICS_SAMPLE = 1000  # validation examples that activation statistics and dead units are measured on
 
 
 def network(
@@ -107,12 +107,9 @@ def naming(group: str, node: DictConfig) -> Iterator[None]:
             raise ConfigError(rejected(group, node, cause)) from cause
         if isinstance(cause, ValueError):  # DataError: a missing or malformed file
             raise cause from None
-        if isinstance(cause, TypeError):  # an argument the target does not take
+        if isinstance(cause, TypeError):  # a value of a type the target cannot use (unknown keys are refused before)
             target = OmegaConf.select(node, "_target_")
-            unknown = [k for k in node if not str(k).startswith("_") and k not in arguments(target)]
-            raise ConfigError(
-                f"{group} ({target}): {cause}. {unknown_message(group, unknown, arguments(target))}"
-            ) from cause
+            raise ConfigError(f"{group} ({target}): {cause}. Fix the override or the config file.") from cause
         raise
     except ArgumentError as err:
         raise ConfigError(rejected(group, node, err)) from err
@@ -136,8 +133,9 @@ def unknown_message(where: str, unknown: list[str], valid: list[str]) -> str:
 
 
 def unknown_override(config_dir: Path, arguments: list[str]) -> str | None:
-    """The message for a command-line override of a key the composed config lacks (``train.epoch=3``), naming
-    the valid keys there, or None. Hydra refuses such a key too, but only says to add it with ``+``."""
+    """``unknown_keys`` for the command line, before Hydra composes it: Hydra refuses an override of a key the
+    config lacks (``train.epoch=3``) too, but only says to add it with ``+``. The config is composed with the
+    groups chosen, the overridden keys are put in, and the result goes through ``unknown_keys``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
@@ -161,14 +159,39 @@ def unknown_override(config_dir: Path, arguments: list[str]) -> str | None:
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=selections)
+        OmegaConf.set_struct(cfg, False)
+        for o in changed:  # the value does not matter here, only the key
+            OmegaConf.update(cfg, o.key_or_group, None, force_add=True)
     except Exception:  # Hydra reports it when it composes
         return None
-    for o in changed:
-        parent, _, leaf = o.key_or_group.rpartition(".")
-        node = OmegaConf.select(cfg, parent)
-        valid = [str(k) for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
-        if valid and leaf not in node:  # an empty node (tracking.tags) is free-form: Hydra says to add with +
-            return unknown_message(parent, [leaf], valid)
+    return unknown_keys(cfg)
+
+
+FREE_FORM = ("tracking.tags",)  # nodes that take any key
+HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def unknown_keys(node: DictConfig, schema: DictConfig | None = None, where: str = "") -> str | None:
+    """The one check of config keys: the message for the first node holding a key that nothing takes, else
+    None. A typed node takes its schema's keys (``experiments.schema``), a node with a ``_target_`` its
+    target's arguments, a free-form node (``tracking.tags``) any key. ``schema`` defaults to the root's."""
+    if schema is None and not where:
+        schema = OmegaConf.structured(Config)
+    valid = None
+    if isinstance(schema, DictConfig) and len(schema):
+        valid = [str(k) for k in schema]
+    elif "_target_" in node:
+        valid = arguments(OmegaConf.select(node, "_target_")) or None  # None: a target that does not import
+    if valid is not None:
+        unknown = [str(k) for k in node if str(k) not in valid and str(k) not in HYDRA_KEYS]
+        if unknown:
+            return unknown_message(where.rstrip(".") or "the root config", unknown, valid)
+    for key, child in node.items_ex(resolve=False):
+        if isinstance(child, DictConfig) and f"{where}{key}" not in FREE_FORM:
+            typed = schema.get(key) if isinstance(schema, DictConfig) and key in schema else None
+            message = unknown_keys(child, typed if isinstance(typed, DictConfig) else None, f"{where}{key}.")
+            if message:
+                return message
     return None
 
 
@@ -220,23 +243,38 @@ def augmenter(parts: Parts, dataset: Dataset) -> nn.Augmenter | None:
     return None if parts.make_augmenter is None else parts.make_augmenter(image_shape=list(dataset.image_shape))
 
 
-def check_keys(node: DictConfig, schema: DictConfig, prefix: str = "") -> None:
-    """Every key of a typed part of the config exists in its schema: ``+train.epoch=3`` (a typo that Hydra's
-    ``+`` lets in) is refused naming the valid keys. Untyped nodes (the groups with a ``_target_``, whose
-    class checks its own arguments, and ``tracking.tags``) are not walked."""
-    unknown = [key for key in node if key not in schema]
-    if unknown:
-        raise ConfigError(unknown_message(prefix.rstrip(".") or "the root config", unknown, list(schema)))
-    for key in node:
-        child, typed = node[key], schema[key] if key in schema else None
-        if isinstance(child, DictConfig) and isinstance(typed, DictConfig) and len(typed) and key != "tags":
-            check_keys(child, typed, f"{prefix}{key}.")
+@dataclass
+class Setup:
+    """What every command that trains starts from (``train``, ``lr_find``)."""
+
+    parts: Parts
+    dataset: Dataset
+    network: nn.Network
+    rng: np.random.Generator  # the run's one generator: it made the weights, it shuffles and draws dropout
+
+
+def setup(cfg: DictConfig) -> Setup:
+    """Check the config and build its parts, check the store (unless ``tracking=none``), read the data, make
+    the network: each step raises its one-paragraph error (``ConfigError``, ``StoreError``, ``DataError``)
+    before the next, and before anything is tracked."""
+    built = parts(cfg)
+    if cfg.tracking.enabled:
+        open_store(resolve_store(cfg.tracking)[0])
+    dtype = np.dtype(cfg.train.dtype)
+    dataset = call("dataset", cfg.dataset, seed=cfg.seed, dtype=dtype)
+    rng = np.random.default_rng(cfg.seed)
+    network = built.make_network(
+        input_dim=dataset.train.X.shape[1], num_classes=dataset.num_classes, rng=rng, dtype=dtype
+    )
+    return Setup(built, dataset, network, rng)
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """The keys of the typed nodes, and the values of ``train``, ``seed`` and ``tracking``, which configure the
+    """The keys (``unknown_keys``), and the values of ``train``, ``seed`` and ``tracking``, which configure the
     loop rather than an object."""
-    check_keys(cfg, OmegaConf.structured(Config))
+    message = unknown_keys(cfg)
+    if message:
+        raise ConfigError(message)
     train, tracking = cfg.train, cfg.tracking
     schedule = cfg.get("schedule")
     if schedule is not None and schedule.get("_target_") == "nn.Warmup":
@@ -257,6 +295,6 @@ def check_settings(cfg: DictConfig) -> None:
     require(tracking.confusion_every >= 1, "tracking.confusion_every", tracking.confusion_every, ">= 1")
     require(tracking.misclassified >= 0, "tracking.misclassified", tracking.misclassified, ">= 0 (0: no grid)")
     policy = tracking.checkpoints.policy
-    allowed = f"one of {', '.join(CHECKPOINT_POLICIES)}"
-    require(policy in CHECKPOINT_POLICIES, "tracking.checkpoints.policy", policy, allowed)
+    allowed = f"one of {', '.join(POLICIES)}"
+    require(policy in POLICIES, "tracking.checkpoints.policy", policy, allowed)
     require(tracking.checkpoints.every >= 1, "tracking.checkpoints.every", tracking.checkpoints.every, ">= 1")

@@ -33,6 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments.store import StoreError, open_store, tracking_uri
+from experiments.tracking import tags as T
 
 DEFAULT_METRICS = ("test/acc", "test/loss", "val/acc", "train/acc")
 HISTORY_METRIC = "val/acc"
@@ -86,7 +87,7 @@ def compare_runs(
     except MlflowException as err:
         raise CompareError(f"Could not read runs from {tracking_uri}: {err.message}") from err
     if not parents:
-        runs = [run for run in runs if "nnlab.sweep" not in run.data.tags]
+        runs = [run for run in runs if T.SWEEP not in run.data.tags]
     if not runs:
         where = f"runs {', '.join(run_ids)}" if run_ids else f"experiment(s) {', '.join(experiments)}"
         with_filter = f" with filter {filter_string!r}" if filter_string else ""

@@ -10,21 +10,18 @@ override to train with.
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 import mlflow
-import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from experiments import build
+from experiments.exits import BAD_INPUT, leave, run_command
 from experiments.run import CONF
-from experiments.schema import ConfigError
-from experiments.store import StoreError, open_store, resolve_store, use_store
-from experiments.tracking import experiment_id, experiment_params, run_name, run_page
-from experiments.train import hydra_context, run_command
-from nn.data import DataError
+from experiments.store import experiment_id, resolve_store, run_page, use_store
+from experiments.tracking import tags as T
+from experiments.tracking.naming import experiment_params, hydra_context, run_name
 from nn.lr_finder import DIVERGED, RangeTest, lr_range_test
 
 log = logging.getLogger("nnlab")
@@ -32,15 +29,8 @@ log = logging.getLogger("nnlab")
 
 def find_lr(cfg: DictConfig, overrides: list[str]) -> RangeTest:
     """Run the range test of ``cfg`` (tracked as an MLflow run unless ``tracking=none``); returns it."""
-    parts = build.parts(cfg)
-    if cfg.tracking.enabled:
-        open_store(resolve_store(cfg.tracking)[0])
-    dtype = np.dtype(cfg.train.dtype)
-    dataset = build.call("dataset", cfg.dataset, seed=cfg.seed, dtype=dtype)
-    rng = np.random.default_rng(cfg.seed)
-    network = parts.make_network(
-        input_dim=dataset.train.X.shape[1], num_classes=dataset.num_classes, rng=rng, dtype=dtype
-    )
+    setup = build.setup(cfg)
+    parts, dataset, network, rng = setup.parts, setup.dataset, setup.network, setup.rng
     settings = cfg.lr_find
     with build.naming("lr_find", settings):  # a bad setting: ConfigError naming lr_find.<key>
         test = lr_range_test(
@@ -81,7 +71,7 @@ def track(cfg: DictConfig, dataset, network, test: RangeTest, overrides: list[st
     suggestion = "none" if test.suggestion is None else f"{test.suggestion:.4g}"
     steepest = "none" if test.steepest is None else f"{test.steepest:.4g}"
     with mlflow.start_run(experiment_id=experiment, run_name=f"lr_find {run_name(overrides)}") as run:
-        mlflow.set_tags({"nnlab.kind": "lr_find", "nnlab.overrides": " ".join(overrides)})
+        mlflow.set_tags({T.KIND: "lr_find", T.OVERRIDES: " ".join(overrides)})
         mlflow.log_params(params | {"lr_find.suggestion": suggestion, "lr_find.steepest": steepest})
         for step, (lr, loss) in enumerate(zip(test.lrs, test.losses)):
             mlflow.log_metrics({"lr_find/loss": float(loss), "lr_find/lr": float(lr)}, step=step)
@@ -90,7 +80,7 @@ def track(cfg: DictConfig, dataset, network, test: RangeTest, overrides: list[st
             f"Learning-rate range test of `{' '.join(['python experiments/lr_find.py', *overrides])}`: "
             f"{len(test.lrs)} steps from {test.lrs[0]:.2g} to {test.lrs[-1]:.2g}. Suggested optimizer.lr={suggestion}."
         )
-        mlflow.set_tag("mlflow.note.content", note)
+        mlflow.set_tag(T.NOTE, note)
         log.info("logged as MLflow run %s: %s", run.info.run_id, run_page(uri, experiment, run.info.run_id))
 
 
@@ -113,9 +103,8 @@ def figure(test: RangeTest) -> Figure:
 def main(cfg: DictConfig) -> None:
     try:
         find_lr(cfg, hydra_context()[0])
-    except (ConfigError, StoreError, DataError) as err:
-        log.error("%s", err)
-        sys.exit(2)
+    except BAD_INPUT as err:
+        leave(err)
 
 
 if __name__ == "__main__":

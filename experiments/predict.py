@@ -83,10 +83,12 @@ def model_uri(spec: str) -> str:
         return spec
     import mlflow
 
+    from experiments.tracking.tags import CHECKPOINT
+
     run = mlflow.get_run(spec)  # MlflowException "not found" for an unknown id
     models = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id],
-        filter_string=f"source_run_id = '{spec}' AND tags.`nnlab.checkpoint` = 'last'",
+        filter_string=f"source_run_id = '{spec}' AND tags.`{CHECKPOINT}` = 'last'",
         output_format="list",
     )
     if not models:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 
 from mlflow.tracking import MlflowClient
 
-from experiments.runs import RunError, get_run, logged_config, parse_run_arguments, tracking_uri_or_default
-from experiments.schema import ConfigError
-from experiments.store import StoreError
-from experiments.tracking import environment_tags
-from experiments.train import RunFailed, run_command, train
-from nn.data import DataError
+from experiments.exits import ERRORS, FAILED, report, run_command
+from experiments.runs import get_run, logged_config, parse_run_arguments, tracking_uri_or_default
+from experiments.tracking import tags as T
+from experiments.tracking.provenance import environment_tags
+from experiments.train import train
 
 log = logging.getLogger("nnlab")
 COMPARED = ("test/acc", "test/loss", "val/best_acc", "val/acc", "val/loss", "train/loss")
@@ -49,7 +47,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None) -> tuple[str, dict[s
         log.warning("%s", note)
     cfg = logged_config(client, run_id, uri)
     cfg.tracking.run_name = f"reproduce {original.info.run_name}"
-    cfg.tracking.tags = dict(cfg.tracking.tags) | {"nnlab.reproduces": run_id}
+    cfg.tracking.tags = dict(cfg.tracking.tags) | {T.REPRODUCES: run_id}
     new = client.get_run(train(cfg).run_id)
     if new.data.tags.get("dataset.checksum") != original.data.tags.get("dataset.checksum"):
         log.warning("the data differs: dataset checksum %s now, %s in the original run",
@@ -66,19 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_run_arguments(__doc__.splitlines()[0], argv)
     try:
         new_id, metrics = reproduce(args.run_id, args.tracking_uri)
-    except (RunError, ConfigError, StoreError, DataError) as err:
-        print(f"reproduce: {err}", file=sys.stderr)
-        return 2
-    except RunFailed as err:
-        print(f"reproduce: {err.explain()}", file=sys.stderr)
-        return 1
+    except ERRORS as err:
+        return report(err, "reproduce")
     print(f"\n| metric | original {args.run_id[:8]} | reproduced {new_id[:8]} | same |\n|---|---|---|---|")
     for name, (before, after) in metrics.items():
         print(f"| {name} | {before:.6f} | {after:.6f} | {'yes' if before == after else 'NO'} |")
     same = all(before == after for before, after in metrics.values())
     print("\nidentical metrics" if same else "\nthe metrics differ")
-    return 0 if same else 1
+    return 0 if same else FAILED
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, "reproduce")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from experiments.exits import ERRORS, FAILED, diverged, report, run_command
 from experiments.runs import (
     RunError,
     get_run,
@@ -24,10 +25,8 @@ from experiments.runs import (
     parse_run_arguments,
     tracking_uri_or_default,
 )
-from experiments.schema import ConfigError
-from experiments.store import StoreError
-from experiments.train import Resume, RunFailed, TrainResult, run_command, train
-from nn.data import DataError
+from experiments.tracking import tags as T
+from experiments.train import Resume, TrainResult, train
 
 log = logging.getLogger("nnlab")
 
@@ -45,7 +44,7 @@ def resume(run_id: str, tracking_uri: str | None = None) -> TrainResult:
             state_file, epoch = latest_training_state(client, run_id, Path(tmp))
         except RunError as err:
             if run.info.status == "RUNNING":  # killed before its config or first state: nothing else would close it
-                client.set_tag(run_id, "nnlab.failure_reason", f"not resumable: {err}")
+                client.set_tag(run_id, T.FAILURE_REASON, f"not resumable: {err}")
                 client.set_terminated(run_id, "FAILED")
                 raise RunError(f"{err} The run is now closed as FAILED.") from err
             raise
@@ -57,19 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_run_arguments(__doc__.splitlines()[0], argv)
     try:
         result = resume(args.run_id, args.tracking_uri)
-    except (RunError, ConfigError, StoreError, DataError) as err:
-        print(f"resume: {err}", file=sys.stderr)
-        return 2
-    except RunFailed as err:
-        print(f"resume: {err.explain()}", file=sys.stderr)
-        return 1
-    if result.status == "failed":  # diverged: closed as FAILED with its reason, as run.py says
-        print(
-            f"resume: the run failed: {result.reason} MLflow run {result.run_id} is closed as FAILED.", file=sys.stderr
-        )
-        return 1
+    except ERRORS as err:
+        return report(err, "resume")
+    if result.status == T.DIVERGED:  # closed as FAILED with its reason, as run.py says
+        print(f"resume: {diverged(result.reason, result.run_id)}", file=sys.stderr)
+        return FAILED
     return 0
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, "resume")

@@ -15,10 +15,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from experiments import build
-from experiments.schema import ConfigError
-from experiments.store import StoreError
-from experiments.train import RunFailed, run_command, train
-from nn.data import DataError
+from experiments.exits import ENDINGS, FAILED, USAGE, diverged, leave, run_command
+from experiments.tracking.tags import DIVERGED
+from experiments.train import train
 
 log = logging.getLogger("nnlab")
 CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: also found when run as python -m experiments.run
@@ -26,24 +25,17 @@ CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: also found when
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN  # a sweep goes on: its sweeper records each failure
     try:
         result = train(cfg)
-        if result.status == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on with NaN
-            where = f"MLflow run {result.run_id} is closed as FAILED with this reason." if result.run_id else ""
-            log.error("The run failed: %s %s", result.reason, where)
-            sys.exit(1)
-        return result.objective
-    except (ConfigError, StoreError, DataError) as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    except ENDINGS as err:
+        if multirun or isinstance(err, KeyboardInterrupt):
             raise
-        log.error("%s", err)
-        sys.exit(2)
-    except RunFailed as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
-        log.debug("traceback of the failure", exc_info=err.__cause__)
-        log.error("%s To see the traceback, run again with hydra.verbose=nnlab.", err.explain())
-        sys.exit(1)
+        leave(err)
+    if result.status == DIVERGED and not multirun:
+        log.error("%s", diverged(result.reason, result.run_id))
+        sys.exit(FAILED)
+    return result.objective
 
 
 def refuse_unknown_keys() -> None:
@@ -51,7 +43,7 @@ def refuse_unknown_keys() -> None:
     message = build.unknown_override(CONF, sys.argv[1:])
     if message:
         print(message, file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USAGE)
 
 
 if __name__ == "__main__":

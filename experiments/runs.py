@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.schema import Config
 from experiments.store import first_line, open_store, tracking_uri, use_store
-from experiments.tracking import RESUME_FOLDER, RESUME_STATES
+from experiments.tracking.checkpoints import RESUME_FOLDER, RESUME_STATES
 from nn.serialization import ModelFileError, load_training_state
 
 

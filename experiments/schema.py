@@ -1,6 +1,11 @@
-"""The root config's types: Hydra rejects an unknown key or a wrong type while composing.
+"""The root config's types and defaults: Hydra rejects an unknown key or a wrong type while composing.
 
-Types only: values are checked once, where their object is made (the ``nn`` constructors, the data
+Each default is written once. The dataclasses below hold the defaults every option shares; a group's YAML
+(conf/dataset/, conf/model/, conf/tracking/) sets only what that option chooses differently, and a field
+with no shared default (``dataset.name``, ``model.hidden``) is ``MISSING`` here and set by each option.
+The experiment presets (conf/experiment/) are the exception: they pin their whole recipe on purpose.
+
+No checks here: values are checked once, where their object is made (the ``nn`` constructors, the data
 layer, ``experiments.build.parts``), and ``ConfigError`` then names the config key. The groups that
 choose a class (optimizer, schedule, clipping, augment) are typed by their target's signature.
 """
@@ -11,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -28,11 +33,15 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class DatasetConf:
-    _target_: str = "nn.data.load_dataset"
-    name: str = "mnist"  # mnist | fashion_mnist | digits | csv
-    root: str | None = None  # folder holding mnist/ and fashion_mnist/; None: $NNLAB_DATA_DIR, else ~/.cache/nnlab
-    val_fraction: float = 0.1
-    split: str = "holdout"  # holdout: official test set untouched | 80/10/10: recipe R0's split of the train set
+    _target_: str = "nn.data.load_dataset"  # called with seed and dtype
+    name: str = MISSING  # mnist | fashion_mnist | digits | csv: set by each conf/dataset/ option
+    # the folder holding mnist/ and fashion_mnist/ (downloaded there on first use), where relative CSV paths
+    # are also looked up; null: $NNLAB_DATA_DIR, else ~/.cache/nnlab
+    root: str | None = "${oc.env:NNLAB_DATA_DIR,null}"
+    val_fraction: float = 0.1  # stratified share of the training examples held out for validation
+    # holdout: the official test set stays untouched (digits: 20% test, then val_fraction of the rest)
+    # | 80/10/10: recipe R0's split of the train set
+    split: str = "holdout"
     standardize: bool = False
     subset: int | None = None  # keep this many training examples (and at most this many val/test)
     download: bool = True
@@ -42,12 +51,12 @@ class DatasetConf:
 
 @dataclass
 class ModelConf:
-    _target_: str = "experiments.build.network"
+    _target_: str = "experiments.build.network"  # called with the data set's input size and classes
     _partial_: bool = True
-    hidden: list[int] = field(default_factory=lambda: [1024])  # hidden layer widths; [] is softmax regression
+    hidden: list[int] = MISSING  # hidden layer widths, set by each conf/model/ option; [] is softmax regression
     activation: str = "relu"  # relu | leaky_relu | sigmoid | tanh | gelu
     init: str = "he_normal"  # he_normal | he_uniform | xavier_normal | xavier_uniform | lecun_normal | small_random
-    dropout: float = 0.0  # after every hidden layer
+    dropout: float = 0.0  # after every hidden layer (inverted dropout, off at evaluation)
     input_dropout: float = 0.0  # on the input pixels
 
 
@@ -80,25 +89,31 @@ class LrFindConf:
 
 @dataclass
 class CheckpointConf:
-    policy: str = "best_and_last"  # all | every_k | best_and_last | last | none
+    policy: str = "best_and_last"  # all | every_k | best_and_last | last | none (all: 80 epochs of wide1024 is 260 MB)
     every: int = 5  # k, for every_k
 
 
 @dataclass
 class TrackingConf:
+    """``tracking``: a run's MLflow logging. conf/tracking/mlflow.yaml is these defaults; tracking=none: off."""
+
     enabled: bool = True
-    uri: str | None = None  # null: sqlite:///<dir>/mlflow.db; or a tracking server's http://host:port
+    # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<dir>/mlflow.db with artifacts in <dir>/artifacts;
+    # or a tracking server's http://host:port
+    uri: str | None = None
     dir: str = "mlruns"  # local store and artifacts, made absolute against the directory the run starts in
-    experiment: str = "nnlab"
+    experiment: str = "nnlab"  # the MLflow experiment's name
     run_name: str | None = None  # null: made from the command-line overrides
-    confusion_every: int = 5  # log the validation confusion matrix as an image every k epochs (and as a table)
+    # the validation confusion matrix as an image every k epochs and at the end (each also as a table)
+    confusion_every: int = 5
     checkpoints: CheckpointConf = field(default_factory=CheckpointConf)
-    log_model: bool = True  # the final network (and the best epoch's) as MLflow logged models
-    register_as: str | None = None  # also register the final model under this name in the model registry
-    system_metrics: bool = True  # MLflow's system metrics: CPU, memory, disk, network every 10 s
-    misclassified: int = 36  # test digits shown in the misclassified grid; 0: no grid
-    parent_run_id: str | None = None  # nest this run under another (a sweep's parent run)
-    tags: dict[str, str] = field(default_factory=dict)  # extra run tags, e.g. a sweep's trial number
+    log_model: bool = True  # the final network, and the best epoch's, as MLflow logged models named by layer sizes
+    # a name: also register the final model in MLflow's model registry (a new version each run)
+    register_as: str | None = None
+    system_metrics: bool = True  # MLflow's system metrics: CPU, memory, disk and network use every 10 s
+    misclassified: int = 36  # test digits shown in figures/misclassified.png; 0: no grid
+    parent_run_id: str | None = None  # set by sweeps: nest this run under the sweep's parent run
+    tags: dict[str, str] = field(default_factory=dict)  # extra run tags: +tracking.tags.note=baseline
 
 
 @dataclass
@@ -112,7 +127,7 @@ class SweepTrialConf:
 
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = 0  # decides initialization, shuffling, dropout and augmentation
     train: TrainConf = field(default_factory=TrainConf)
     dataset: DatasetConf = field(default_factory=DatasetConf)
     model: ModelConf = field(default_factory=ModelConf)

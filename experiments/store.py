@@ -3,7 +3,8 @@
 ``resolve_store`` turns ``tracking.{uri,dir}`` into a tracking URI and an artifact location;
 ``open_store`` checks that store in seconds (a reachable server, a real or creatable SQLite file, a
 scheme MLflow knows) and creates a new SQLite store once, under a file lock, so that processes
-starting together on an empty folder do not race on MLflow's table creation.
+starting together on an empty folder do not race on MLflow's table creation. ``experiment_id`` finds or
+makes an experiment there; ``run_page`` and ``ui_command`` say where the UI shows a run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -178,3 +180,42 @@ def check_server(uri: str, fix: str) -> None:
         f"(mlflow server --host 127.0.0.1 --port <port> --backend-store-uri sqlite:///mlruns/mlflow.db), check the "
         f"address, or leave tracking.uri null to log to the local store. {fix}"
     )
+
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it as model training
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created (with ``artifact_location``) if it does not exist yet.
+
+    A new experiment is tagged as model development, so the MLflow UI opens it in its model-training view."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+    except MlflowException:  # created meanwhile by a parallel run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+UI_PORT = 5000
+
+
+def ui_command(uri: str) -> str:
+    """The README's lean ``mlflow ui`` (one worker, no GenAI job runner) over store ``uri``."""
+    return (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} "
+        f"--host 127.0.0.1 --port {UI_PORT} --workers 1"
+    )
+
+
+def run_page(uri: str, experiment: str, run_id: str) -> str:
+    """Where to see a run: the address of its page in the UI's model-training view and, for a database
+    store, the command that serves that UI."""
+    route = f"#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return f"{uri.rstrip('/')}/{route}"
+    if scheme == "databricks":
+        return f"run {run_id} of experiment {experiment} in your Databricks workspace"
+    return f"http://127.0.0.1:{UI_PORT}/{route} (serve the UI with: {ui_command(uri)})"

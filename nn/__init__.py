@@ -25,7 +25,7 @@ from nn.schedules import (
     Warmup,
 )
 from nn.serialization import ModelFileError, load, save
-from nn.training import Diverged, EpochResult, Trainer, fit
+from nn.training import Diverged, EpochResult, Loop, Trainer, fit
 
 __all__ = [
     "GELU",
@@ -66,6 +66,7 @@ __all__ = [
     "save",
     "Diverged",
     "EpochResult",
+    "Loop",
     "Trainer",
     "fit",
 ]

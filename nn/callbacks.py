@@ -1,7 +1,10 @@
-"""Hooks into training, for ``fit(..., callbacks=[...])`` and the harness's ``train(cfg, callbacks=[...])``.
+"""Hooks into the training loop (``nn.training.Loop``), for ``fit(..., callbacks=[...])`` and the harness.
 
-A callback sees the network when training starts and ends, and each epoch's metrics; raising
-``StopTraining`` from ``on_epoch_end`` ends training after that epoch (``EarlyStopping`` does).
+A callback sees the running loop (its ``network``, ``trainer``, ``epoch``, ``history``, ...) at each
+hook. ``on_train_start`` hooks run in list order, ``on_train_end`` and ``on_exception`` in reverse (what
+opened first closes last, as with nested ``with`` blocks). Raising ``StopTraining`` from
+``on_epoch_end`` ends training after that epoch (``EarlyStopping`` does); the callbacks after the one
+that raised do not see that epoch.
 """
 
 from __future__ import annotations
@@ -18,16 +21,23 @@ class StopTraining(Exception):
 
 
 class Callback:
-    """Override what you need."""
+    """Override what you need; ``loop`` is the running ``nn.training.Loop``."""
 
-    def on_train_start(self, network) -> None:
+    def on_train_start(self, loop) -> None:
         """Before the first epoch (of this process: after a resume too)."""
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        """After epoch ``epoch`` (from 1) with its metrics; raise ``StopTraining`` to end training."""
+    def on_batch_end(self, loop, step: int, num_batches: int, loss: float) -> None:
+        """After each update of epoch ``loop.epoch`` (a progress bar); called only where overridden."""
 
-    def on_train_end(self, network) -> None:
-        """After the last epoch, before the final evaluation."""
+    def on_epoch_end(self, loop, metrics: dict[str, float]) -> None:
+        """After epoch ``loop.epoch`` (from 1) with its finite metrics (``train/loss``, ``val/acc``, ...); may add
+        metrics for the callbacks after it; raise ``StopTraining`` to end training."""
+
+    def on_train_end(self, loop) -> None:
+        """After the last epoch."""
+
+    def on_exception(self, loop, error: BaseException) -> None:
+        """Training or a callback raised ``error`` (Ctrl-C too); the loop re-raises it after every callback."""
 
 
 class EarlyStopping(Callback):
@@ -36,7 +46,7 @@ class EarlyStopping(Callback):
 
     Parameters
     ----------
-    monitor : a per-epoch metric (``val/loss`` in the harness, ``val_loss`` in ``fit``).
+    monitor : a per-epoch metric (``val/loss``, ``val/acc``, ``train/loss``, ...).
     mode : ``min`` (a loss) or ``max`` (an accuracy).
     patience : epochs without improvement before stopping, >= 1.
     min_delta : the least change that counts as an improvement, >= 0.
@@ -59,17 +69,13 @@ class EarlyStopping(Callback):
         self.best, self.best_epoch, self.wait = math.inf if mode == "min" else -math.inf, 0, 0
         self.best_params: dict[str, np.ndarray] | None = None
         self.stopped_epoch: int | None = None
-        self.network = None
-
-    def on_train_start(self, network) -> None:
-        self.network = network
 
     def improved(self, value: float) -> bool:
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, loop, metrics: dict[str, float]) -> None:
         if self.monitor not in metrics:
             raise KeyError(
                 f"EarlyStopping monitors {self.monitor!r}, which this run does not log; "
@@ -77,13 +83,13 @@ class EarlyStopping(Callback):
             )
         value = metrics[self.monitor]
         if self.improved(value):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best and self.network is not None:
-                self.best_params = {k: v.copy() for k, v in self.network.params.items()}
+            self.best, self.best_epoch, self.wait = value, loop.epoch, 0
+            if self.restore_best:
+                self.best_params = {k: v.copy() for k, v in loop.network.params.items()}
             return
         self.wait += 1
         if self.wait >= self.patience:
-            self.stopped_epoch = epoch
+            self.stopped_epoch = loop.epoch
             raise StopTraining(self.reason())
 
     def reason(self) -> str:
@@ -93,9 +99,14 @@ class EarlyStopping(Callback):
             f"(epoch {self.best_epoch}) by more than {self.min_delta:g} for {self.patience} epochs{kept}"
         )
 
-    def on_train_end(self, network) -> None:
+    def on_train_end(self, loop) -> None:
         if self.restore_best and self.best_params is not None:
-            network.set_params(self.best_params)
+            loop.network.set_params(self.best_params)
+
+    @property
+    def kept_epoch(self) -> int | None:
+        """The epoch whose weights the network holds after training, when this callback restores them."""
+        return self.best_epoch if self.restore_best and self.best_params is not None else None
 
     # -- resume -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -105,3 +116,20 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
         self.best_params = state["params"]
+
+
+class PrintProgress(Callback):
+    """One line per epoch on stdout, and why training stopped early (``fit(verbose=True)``)."""
+
+    def on_epoch_end(self, loop, metrics: dict[str, float]) -> None:
+        row = loop.history[-1]
+        val = f"  val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f}" if "val/loss" in row else ""
+        print(
+            f"epoch {loop.epoch}/{loop.epochs}  loss {row['train/loss']:.4f} acc {row['train/acc']:.4f}{val}"
+            f"  lr {row['lr']:.3g}  {row['epoch_time']:.1f}s",
+            flush=True,
+        )
+
+    def on_train_end(self, loop) -> None:
+        if loop.stopped:
+            print(loop.stopped, flush=True)

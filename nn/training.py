@@ -1,4 +1,9 @@
-"""The training loop: ``Trainer.train_epoch`` for harnesses that drive epochs themselves, ``fit`` for notebooks.
+"""The training loop: ``Loop`` runs epochs of ``Trainer.train_epoch`` with callbacks; ``fit`` builds both.
+
+``Loop`` is the one loop of the project: ``fit`` (and ``Network.fit``) run it from a notebook, the harness's
+``train(cfg)`` runs it with its tracking, checkpoint, divergence and pruning callbacks. Each epoch's row uses
+the harness's metric names: ``epoch``, ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc`` (with a
+validation set), ``lr``, ``grad_norm``, ``epoch_time``.
 
 One update, in this order: forward and loss, backward, gradient clipping, optimizer step (which adds
 L2 to the gradient, as ``torch.optim`` does) with the learning rate the schedule gives for this step.
@@ -14,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from nn.callbacks import Callback, StopTraining
+from nn.callbacks import Callback, PrintProgress, StopTraining
 from nn.clipping import NoClip
 from nn.losses import SoftmaxCrossEntropy
 from nn.network import Network
@@ -158,6 +163,83 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
 
 
+class Loop:
+    """Epochs ``len(history) + 1 .. epochs`` of ``trainer`` on X (N, D), y (N,), each followed by the validation
+    of X_val, y_val when given, with ``callbacks`` (``nn.callbacks``) at every step; ``run()`` returns the history.
+
+    What callbacks read: ``network``, ``trainer``, ``epochs``, ``epoch`` (the current one, from 1), ``history``
+    (one row per epoch, a resumed run's earlier epochs first), ``val_probs`` (N_val, C) of the latest
+    validation, ``stopped`` (why a callback ended training, else None), ``callbacks``, and ``final``: the
+    end-of-run metrics that callbacks add (the harness's best validation and test metrics).
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        epochs: int = 10,
+        callbacks: Sequence[Callback] = (),
+        history: list[dict] | None = None,
+    ) -> None:
+        self.trainer, self.network = trainer, trainer.network
+        self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
+        self.epochs, self.callbacks = epochs, list(callbacks)
+        self.history: list[dict] = history if history is not None else []
+        self.epoch = len(self.history)
+        self.val_probs: np.ndarray | None = None
+        self.stopped: str | None = None
+        self.final: dict[str, float] = {}
+
+    def run(self) -> list[dict]:
+        """Train to ``epochs`` or until a callback stops it; any exception goes to every callback's
+        ``on_exception`` (last callback first) and is re-raised."""
+        callbacks = self.callbacks
+        per_batch = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
+        try:
+            for callback in callbacks:
+                callback.on_train_start(self)
+            last = self.epochs if self.stopped is None else len(self.history)  # a resumed run already stopped
+            for epoch in range(len(self.history) + 1, last + 1):
+                self.epoch = epoch
+                row = self.train_epoch(per_batch)
+                self.history.append(row)
+                metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
+                try:
+                    for callback in callbacks:
+                        callback.on_epoch_end(self, metrics)
+                except StopTraining as stop:
+                    self.stopped = str(stop)
+                    break
+            for callback in reversed(callbacks):
+                callback.on_train_end(self)
+        except BaseException as error:
+            for callback in reversed(callbacks):
+                callback.on_exception(self, error)
+            raise
+        return self.history
+
+    def train_epoch(self, per_batch: Sequence[Callback]) -> dict:
+        """Epoch ``self.epoch``'s training pass and validation: its row of metrics."""
+        trainer, network = self.trainer, self.network
+        on_batch = None
+        if per_batch:
+
+            def on_batch(step: int, num_batches: int, loss: float) -> None:
+                for callback in per_batch:
+                    callback.on_batch_end(self, step, num_batches, loss)
+
+        result = trainer.train_epoch(self.X, self.y, self.epoch - 1, on_batch=on_batch)
+        row = {"epoch": self.epoch, "train/loss": result.loss, "train/acc": result.accuracy}
+        if self.X_val is not None:
+            val_loss, val_acc, self.val_probs = network.evaluate(self.X_val, self.y_val, probabilities=True)
+            trainer.end_epoch(val_loss)
+            row |= {"val/loss": val_loss, "val/acc": val_acc}
+        return row | {"lr": result.lr, "grad_norm": result.grad_norm, "epoch_time": result.seconds}
+
+
 def fit(
     network: Network,
     X: np.ndarray,
@@ -174,12 +256,11 @@ def fit(
     verbose: bool = True,
     callbacks: Sequence[Callback] = (),
 ) -> list[dict]:
-    """Train ``network`` in place; returns one dict per epoch (training stats plus ``val_loss``/``val_acc``).
+    """Train ``network`` in place with ``Loop``; returns one row of metrics per epoch (see the module docstring).
 
     Defaults: SGD with momentum 0.9 and lr 0.01, constant rate, no clipping, no augmentation.
-    Each callback (``nn.callbacks``) sees the network at the start and end and each epoch's row
-    (``epoch`` from 1); one raising ``StopTraining`` ends training after that epoch, e.g.
-    ``EarlyStopping(monitor="val_loss")``.
+    ``verbose`` prints a line per epoch (``nn.callbacks.PrintProgress``). A callback raising
+    ``StopTraining`` ends training after that epoch, e.g. ``EarlyStopping()`` (it monitors ``val/loss``).
     """
     X = np.asarray(X, dtype=network.dtype)
     trainer = Trainer(
@@ -191,29 +272,5 @@ def fit(
         batch_size,
         rng,
     )
-    history = []
-    for callback in callbacks:
-        callback.on_train_start(network)
-    for epoch in range(epochs):
-        row = trainer.train_epoch(X, y, epoch).as_dict()
-        if X_val is not None:
-            row["val_loss"], row["val_acc"] = network.evaluate(X_val, y_val)
-            trainer.end_epoch(row["val_loss"])
-        history.append(row)
-        if verbose:
-            val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}" if X_val is not None else ""
-            print(
-                f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f} acc {row['accuracy']:.4f}{val}"
-                f"  lr {row['lr']:.3g}  {row['seconds']:.1f}s",
-                flush=True,
-            )
-        try:
-            for callback in callbacks:
-                callback.on_epoch_end(epoch + 1, row)
-        except StopTraining as stop:
-            if verbose:
-                print(stop, flush=True)
-            break
-    for callback in callbacks:
-        callback.on_train_end(network)
-    return history
+    callbacks = [PrintProgress(), *callbacks] if verbose else list(callbacks)
+    return Loop(trainer, X, y, X_val, y_val, epochs, callbacks).run()

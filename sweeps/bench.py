@@ -24,7 +24,7 @@ import optuna
 import pandas as pd
 
 from experiments.compare import to_markdown
-from hydra_plugins.nnlab_optuna_sweeper.sweeper import BLAS_VARIABLES
+from sweeps.engine import BLAS_VARIABLES
 
 RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
 

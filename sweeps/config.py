@@ -1,4 +1,5 @@
-"""A sweep's settings: the one schema of the ``nnlab_optuna`` sweeper (``hydra.sweeper.*``).
+"""A sweep's settings: the one schema of the ``nnlab_optuna`` sweeper (``hydra.sweeper.*``; the Hydra plugin
+registers it, with the keys Hydra itself reads).
 
 A sweep config (conf/sweep/<name>.yaml, ``sweep=<name>``) selects the sweeper and fills these keys;
 ``hydra.sweeper.<key>=...`` overrides one on the command line. Samplers and pruners are ``_target_``
@@ -13,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -46,9 +46,6 @@ class HeartbeatConf:
 
 @dataclass
 class SweeperConf:
-    _target_: str = "hydra_plugins.nnlab_optuna_sweeper.sweeper.NnlabOptunaSweeper"
-    _recursive_: bool = False  # the sweeper builds the sampler (the grid needs the space) and the pruner
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
     study_name: str = "nnlab"
     direction: str | None = None  # maximize | minimize; null: from train.objective
     n_trials: int = 20  # the study's total budget, over restarts, workers and machines
@@ -65,16 +62,6 @@ class SweeperConf:
     worker: int = -1  # set on the worker processes: their index
     parent_run_id: str | None = None  # set on the worker processes: the sweep's MLflow parent run
     tracking_uri: str | None = None  # set on the worker processes: the local MLflow server, if any
-
-
-def register() -> None:
-    """``hydra/sweeper=nnlab_optuna`` and its sampler and pruner options in Hydra's ConfigStore."""
-    store = ConfigStore.instance()
-    store.store(group="hydra/sweeper", name="nnlab_optuna", node=SweeperConf, provider="nnlab")
-    for name, node in SAMPLERS.items():
-        store.store(group="hydra/sweeper/sampler", name=name, node=node, provider="nnlab")
-    for name, node in PRUNERS.items():
-        store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="nnlab")
 
 
 def settings(node: Mapping[str, Any] | None = None) -> SweeperConf:

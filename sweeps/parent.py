@@ -17,14 +17,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.store import open_store, resolve_store
-from experiments.tracking import close_orphans, environment_tags, experiment_id, process_tags
+from experiments.store import experiment_id, open_store, resolve_store
+from experiments.tracking import tags as T
+from experiments.tracking.provenance import close_orphans, environment_tags, process_tags
 from sweeps.config import SweeperConf
 from sweeps.space import Space
 
 log = logging.getLogger("nnlab.sweeps")
 
-SWEEP_TAG = "nnlab.sweep"  # on the parent run: the study name
+SWEEP_TAG = T.SWEEP
 TRACKING_ATTR = "nnlab.tracking"  # study user attribute: {"uri", "experiment"} its trials' runs are in
 
 
@@ -32,11 +33,11 @@ def children(client: MlflowClient, experiment_id: str, study_name: str) -> dict[
     """The trial runs of a study by trial number (the latest run of a number, if several)."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`nnlab.study` = '{study_name}'",
+        filter_string=f"tags.`{T.STUDY}` = '{study_name}'",
         order_by=["attributes.start_time ASC"],
         max_results=10000,
     )
-    return {int(r.data.tags["nnlab.trial"]): r for r in runs if "nnlab.trial" in r.data.tags}
+    return {int(r.data.tags[T.TRIAL]): r for r in runs if T.TRIAL in r.data.tags}
 
 
 def trial_runs(tracking: DictConfig, study_name: str) -> dict[int, Run]:
@@ -89,7 +90,7 @@ class Parent:
             params |= {f"space.{k}": d for k, d in space.distributions.items()}
             params |= {"fixed": " ".join(space.fixed), "overrides": " ".join(overrides), "study_name": conf.study_name}
             self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        tags = {"nnlab.sweep.n_trials": str(conf.n_trials), "nnlab.sweep.storage": storage_url}
+        tags = {T.SWEEP_TRIALS: str(conf.n_trials), T.SWEEP_STORAGE: storage_url}
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def children(self) -> dict[int, Run]:
@@ -99,9 +100,7 @@ class Parent:
         """Close the run of a trial whose worker died (still RUNNING in MLflow) as FAILED, with the reason."""
         run = self.children().get(trial.number)
         if run is not None and run.info.status == "RUNNING":
-            self.client.set_tag(
-                run.info.run_id, "nnlab.failure_reason", trial.user_attrs.get("fail_reason", "worker lost")
-            )
+            self.client.set_tag(run.info.run_id, T.FAILURE_REASON, trial.user_attrs.get("fail_reason", "worker lost"))
             self.client.set_terminated(run.info.run_id, "FAILED")
 
     def summarize(self, study: optuna.Study, objective: str) -> None:

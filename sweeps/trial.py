@@ -18,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 from optuna.trial import TrialState
 
 from experiments.callbacks import Callback, Pruned
+from experiments.tracking import tags as T
 from sweeps.config import report_metric
 from sweeps.optuna_private import storage_of, study_id, trial_id
 
@@ -34,7 +35,8 @@ class Reporter(Callback):
     def __init__(self, trial: optuna.Trial, metric: str, epochs: int | None = None) -> None:
         self.trial, self.metric, self.epochs = trial, metric, epochs
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, loop, metrics: dict[str, float]) -> None:
+        epoch = loop.epoch
         if epoch == 1 and self.run_id is not None:
             self.trial.set_user_attr("mlflow_run_id", self.run_id)
         value = metrics.get(self.metric)
@@ -54,16 +56,17 @@ def run(
     Returns the objective (NaN for a diverged run, whose reason goes to the trial's ``fail_reason``);
     raises ``Pruned`` when pruned and whatever else ``train`` raises (its run already closed).
     """
-    from experiments.tracking import short_setting
-    from experiments.train import RunFailed, train
+    from experiments.outcome import RunFailed
+    from experiments.tracking.naming import short_setting
+    from experiments.train import train
 
     study_name = trial.study.study_name
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     with open_dict(cfg):
-        cfg.tracking.tags["nnlab.study"] = study_name
-        cfg.tracking.tags["nnlab.trial"] = str(trial.number)
+        cfg.tracking.tags[T.STUDY] = study_name
+        cfg.tracking.tags[T.TRIAL] = str(trial.number)
         if overrides is not None:  # under Hydra, the run takes them from the job
-            cfg.tracking.tags["nnlab.overrides"] = " ".join(overrides)
+            cfg.tracking.tags[T.OVERRIDES] = " ".join(overrides)
     if parent_run_id:
         cfg.tracking.parent_run_id = parent_run_id
     if cfg.tracking.run_name is None:
@@ -78,9 +81,9 @@ def run(
     if result.run_id:  # also for a run that ends before its first epoch's report
         trial.set_user_attr("mlflow_run_id", result.run_id)
     trial.set_user_attr("epochs", len(result.history))
-    if result.status == "pruned":
+    if result.status == T.PRUNED:
         raise Pruned(result.reason)
-    if result.status == "failed":
+    if result.status == T.DIVERGED:
         trial.set_user_attr("fail_reason", result.reason)
     return result.objective
 

@@ -1,261 +1,32 @@
-"""The ``nnlab_optuna`` sweeper: ``python experiments/run.py -m sweep=digits_smoke`` (the sweep config selects it).
+"""The ``nnlab_optuna`` sweeper as Hydra sees it: ``python experiments/run.py -m sweep=digits_smoke`` (the sweep
+config selects it).
 
-It owns the Optuna study (space, storage, budget, sampler, pruner, heartbeats, retries) and the sweep's
-MLflow parent run, and hands each batch of trials to Hydra's launcher as jobs: the basic launcher runs
-them one after another in this process, ``hydra/launcher=joblib`` in parallel processes,
-``hydra/launcher=submitit_local`` / ``submitit_slurm`` as cluster jobs. A job learns which trial it is
-from ``sweep_trial.{study,storage,number}``; the launcher runs ``sweeps.trial.run_job`` in place of the
-app's task, so ``train`` reports to the trial's pruner through a callback, in-process or not.
-
-A launcher runs a batch to its end before the next starts, so a pruned trial's slot idles until then.
-``hydra.sweeper.workers=N`` instead starts N processes of this same command, each running trials one
-after another from the shared study: a slot is refilled as soon as its trial ends. More machines join
-by running the same command against the same database (``hydra.sweeper.storage=postgresql://...``).
+Hydra imports every plugin module on every run, ``-m`` or not, so this one holds only the class Hydra
+instantiates. Its engine, ``sweeps.engine.SweepEngine`` (the study, the batches handed to the launcher,
+the worker processes), and with it Optuna, is imported when a sweeper is built, as in Hydra's own
+Optuna sweeper.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
-import subprocess
-import sys
-import time
-import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
 
-log = logging.getLogger("nnlab.sweeps")
-
-BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+if TYPE_CHECKING:
+    from hydra.core.utils import JobReturn
+    from hydra.types import HydraContext, TaskFunction
+    from omegaconf import DictConfig
 
 
 class NnlabOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        from sweeps import config
+        from sweeps.engine import SweepEngine
 
-        with refusals():
-            self.conf = config.settings(settings)
-        self.config: DictConfig | None = None
-        self.launcher = None
+        self.engine = SweepEngine(settings)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from sweeps.trial import run_job  # each job trains as its trial, reporting to the trial's pruner
-
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=run_job
-        )
-
-    def batch_size(self) -> int:
-        """Trials launched together: ``hydra.sweeper.batch``, else the launcher's ``n_jobs`` (joblib), else one."""
-        if self.conf.batch:
-            return self.conf.batch
-        n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1)
-        return len(os.sched_getaffinity(0)) if n_jobs is None or n_jobs < 1 else int(n_jobs)
+        self.engine.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
-        with refusals():
-            return self.run_sweep(arguments)
-
-    def run_sweep(self, arguments: list[str]) -> list[JobReturn]:
-        from experiments.schema import ConfigError
-        from experiments.tracking import flatten
-        from sweeps.config import default_storage, direction
-        from sweeps.optuna_private import storage_of
-        from sweeps.parent import TRACKING_ATTR, Parent
-        from sweeps.space import parse
-        from sweeps.study import budget, budget_lock, open_storage, open_study, remaining
-        from sweeps.trial import PRUNER_ATTR
-
-        cfg, conf = self.config, self.conf
-        space, rest = parse(flatten(conf.params), arguments)
-        if not space.distributions:
-            raise ConfigError(
-                "the sweep has no search dimension: choose sweep=<name> (conf/sweep/) or give key=interval(...) "
-                "or key=choice(...) on the command line"
-            )
-        self.check_fixed_values([*space.fixed, *rest])
-        url = default_storage(conf, cfg.tracking)
-        n_trials = budget(conf, space)
-        study = open_study(
-            conf, open_storage(url, conf.heartbeat), space, direction(conf, cfg.train.objective), conf.worker
-        )
-        tracking = OmegaConf.merge(cfg.tracking, {"uri": conf.tracking_uri} if conf.tracking_uri else {})
-        if conf.worker >= 0:  # one of the processes that `workers > 1` started: the driver owns the parent run
-            parent = Parent(tracking, conf.study_name, conf.parent_run_id) if conf.parent_run_id else None
-            return self.run_trials(study, space, rest, url, n_trials, parent, batch=1)
-        study.set_user_attr(PRUNER_ATTR, conf.pruner)
-        with warnings.catch_warnings():  # "experimental" since Optuna 3.2; optuna-dashboard shows the name
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([cfg.train.objective])
-        with budget_lock(storage_of(study), conf.study_name):  # one parent run, however many sweepers start at once
-            parent = Parent(tracking, conf.study_name) if cfg.tracking.enabled else None
-        if parent is not None:
-            parent.describe(conf, space, url, rest)
-            study.set_user_attr(TRACKING_ATTR, {"uri": parent.uri, "experiment": tracking.experiment})
-        done = len(study.get_trials(deepcopy=False))
-        log.info("Optuna study %s in %s: %d of %d trials so far", conf.study_name, url, done, n_trials)
-        returns: list[JobReturn] = []
-        finished, worker_codes = False, []
-        try:
-            if conf.workers > 1:
-                worker_codes = self.run_workers(parent)
-            else:
-                returns = self.run_trials(study, space, rest, url, n_trials, parent, self.batch_size())
-            finished = remaining(study, n_trials) == 0
-        finally:
-            if parent is not None:
-                parent.summarize(study, cfg.train.objective)
-                parent.close(finished)
-        summary(study, cfg.train.objective)
-        log.info("report: python -m sweeps.report --study %s --storage %s", conf.study_name, url)
-        if any(worker_codes) and not finished:
-            log.error("the workers exited with %s before the budget was used; see their messages above", worker_codes)
-            sys.exit(1)
-        return returns
-
-    def check_fixed_values(self, shared: list[str]) -> None:
-        """Build what every trial builds from the values they share (the command line's and the sweep's fixed
-        ones), so that a bad one (``optimizer.weight_decay=-1``) stops the sweep with its ``ConfigError``
-        before a study, a parent run or any trial exists, instead of failing every trial."""
-        from experiments import build
-        from experiments.schema import ConfigError
-
-        try:
-            job = self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
-        except Exception as err:  # a group option or value that does not compose: every trial would fail so
-            raise ConfigError(f"the values every trial shares do not compose: {err}".replace("\n", " ")) from None
-        with open_dict(job):
-            del job["hydra"]
-        build.parts(job)
-
-    def run_trials(self, study, space, rest, url, n_trials, parent, batch) -> list[JobReturn]:
-        """Ask for ``batch`` trials at a time and launch them until the budget is used.
-
-        When the budget is used but trials of other processes still run, it waits: one of them may have
-        died, and its trial is then failed after the grace period and queued again.
-        """
-        from sweeps.optuna_private import storage_of, trial_id
-        from sweeps.space import to_text
-        from sweeps.study import Heartbeat, ask, retry, running
-        from sweeps.trial import conclude
-
-        conf = self.conf
-        if batch > 1:  # the launcher's worker processes start after this: divide the BLAS threads between them
-            threads = str(max(1, len(os.sched_getaffinity(0)) // batch))
-            os.environ.update(dict.fromkeys(BLAS_VARIABLES, threads))
-        log.info("%d trial(s) at a time through %s", batch, type(self.launcher).__name__)
-        returns: list[JobReturn] = []
-        while True:
-            trials = ask(study, n_trials, conf.heartbeat, parent and parent.fail_child, count=batch)
-            if not trials:
-                others = running(study)
-                if not others:
-                    return returns
-                log.info("budget used; waiting for trials %s of other processes", others)
-                time.sleep(min(conf.heartbeat.interval, 2))
-                continue
-            jobs = []
-            for trial in trials:
-                sampled = space.overrides(space.suggest(trial))
-                spec = {"study": conf.study_name, "storage": url, "number": trial.number}
-                job = rest + sampled + [f"sweep_trial.{k}={to_text(v)}" for k, v in spec.items()]
-                job += [f"tracking.parent_run_id={parent.run_id}"] if parent else []
-                job += [f"tracking.uri={conf.tracking_uri}"] if conf.tracking_uri else []
-                jobs.append(job + [f"hydra.sweep.subdir={trial.number}"])  # the job's folder: its trial number
-                log.info("trial %d: %s", trial.number, " ".join(sampled))
-            with contextlib.ExitStack() as beats:
-                for trial in trials:
-                    beats.enter_context(Heartbeat(storage_of(study), trial_id(trial)))
-                try:
-                    results = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
-                except KeyboardInterrupt:
-                    for trial in trials:  # failed and queued again: a rerun resumes with them
-                        conclude(study, trial, error=KeyboardInterrupt("interrupted; queued again"))
-                        retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
-                    raise
-            for trial, result in zip(trials, results):
-                value, error = outcome(result)
-                conclude(study, trial, value, error)
-            returns.extend(results)
-
-    def run_workers(self, parent) -> list[int]:
-        """``workers`` processes of this command, each running trials one after another, with cores // workers
-        BLAS threads each; with ``mlflow_server``, they log through a local MLflow server."""
-        from experiments.store import sqlite_path, store_folder
-        from sweeps.server import local_server
-
-        conf, cfg = self.conf, self.config
-        threads = str(max(1, len(os.sched_getaffinity(0)) // conf.workers))
-        env = os.environ | dict.fromkeys(BLAS_VARIABLES, threads)
-        arguments = [*cfg.hydra.overrides.hydra, *cfg.hydra.overrides.task]
-        server = conf.mlflow_server and parent is not None and sqlite_path(parent.uri) is not None
-        root = store_folder(cfg.tracking)
-        context = (
-            local_server(parent.uri, (root / "artifacts").as_uri(), root / "optuna")
-            if server
-            else contextlib.nullcontext(None)
-        )
-        log.info("%d workers with %s BLAS thread(s) each", conf.workers, threads)
-        with context as server:
-            if server is not None:
-                server.wait_ready()  # workers give an unreachable server only experiments.store.SERVER_TIMEOUT
-            processes = []
-            for index in range(conf.workers):
-                command = [sys.executable, "-m", "experiments.run", "-m", *arguments, f"hydra.sweeper.worker={index}"]
-                command += [f"hydra.sweeper.parent_run_id={parent.run_id}"] if parent else []
-                command += [f"hydra.sweeper.tracking_uri={server.uri}"] if server else []
-                processes.append(subprocess.Popen(command, env=env, cwd=os.getcwd()))
-            try:
-                codes = [p.wait() for p in processes]
-            except KeyboardInterrupt:
-                codes = [p.wait() for p in processes]  # they got the Ctrl-C too
-                raise
-        if any(codes):
-            log.error("worker exit codes: %s", codes)
-        return codes
-
-
-def outcome(result: JobReturn) -> tuple[Any, BaseException | None]:
-    """A launched job's (value, exception). Hydra's public accessor re-raises a failed job's exception after
-    writing "Error executing job with overrides ..." to stderr; a pruned trial is no error, so its line is dropped."""
-    from experiments.callbacks import Pruned
-
-    said = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(said):
-            return result.return_value, None
-    except BaseException as err:  # every failed job is concluded
-        if not isinstance(err, Pruned):
-            sys.stderr.write(said.getvalue())
-        return None, err
-
-
-@contextlib.contextmanager
-def refusals():
-    """A bad sweep setting or store ends the command with its one-paragraph message and exit code 2."""
-    from experiments.schema import ConfigError
-    from experiments.store import StoreError
-
-    try:
-        yield
-    except (ConfigError, StoreError) as err:
-        log.error("%s", err)
-        sys.exit(2)
-
-
-def summary(study, objective: str) -> None:
-    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
-    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
-    log.info("study %s: %d trials (%s)", study.study_name, len(states), counts)
-    if "complete" in states:
-        best = study.best_trial
-        log.info("best: trial %d, %s = %.4f, %s", best.number, objective, best.value, best.params)
+        return self.engine.sweep(arguments)

@@ -45,10 +45,10 @@ if sync_playwright is not None:
 
 
 def ui_command(store_uri: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The README's lean ``mlflow ui`` command (``experiments.tracking.ui_command``) on ``port``: the command
+    """The README's lean ``mlflow ui`` command (``experiments.store.ui_command``) on ``port``: the command
     line (the venv's console script) and its environment."""
-    from experiments.tracking import UI_PORT
-    from experiments.tracking import ui_command as readme_command
+    from experiments.store import UI_PORT
+    from experiments.store import ui_command as readme_command
 
     variable, *words = readme_command(store_uri).replace(f"--port {UI_PORT}", f"--port {port}").split()
     mlflow = Path(sys.executable).with_name("mlflow")
@@ -211,9 +211,9 @@ def test_trials_compared_on_one_chart_per_metric(ui, page, shot):
 
 
 def test_the_run_link_opens_the_model_training_view(ui, page, shot):
-    """What a run prints when it ends (``experiments.tracking.run_page``) opens its page in the model-training
+    """What a run prints when it ends (``experiments.store.run_page``) opens its page in the model-training
     view, not the GenAI one the UI starts in."""
-    from experiments.tracking import UI_PORT, run_page
+    from experiments.store import UI_PORT, run_page
 
     base, store, experiment_id, _, trials = ui
     link = run_page(store.uri, experiment_id, trials[0].info.run_id).split()[0]

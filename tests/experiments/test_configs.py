@@ -412,9 +412,25 @@ def test_wrong_type_error_says_what_was_expected(compose):
     assert "could not be converted to Integer" in cause and "train.epochs" in cause
 
 
-def test_a_key_the_target_does_not_take_names_the_group_and_the_target(compose):
-    with pytest.raises(ConfigError, match=r"optimizer \(nn.SGD\): .*unexpected keyword argument 'lrr'"):
+def test_a_key_the_target_does_not_take_is_refused_naming_the_targets_arguments(compose):
+    """The one check of keys (``build.unknown_keys``): a ``_target_`` node takes its target's arguments."""
+    with pytest.raises(
+        ConfigError, match=r"Unknown key\(s\) in optimizer: lrr \(did you mean lr\?\)\. Valid keys there: lr,"
+    ):
         build.parts(compose("+optimizer.lrr=1"))
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) in schedule.after: T_maxx"):
+        build.parts(compose("schedule=warmup_cosine", "+schedule.after.T_maxx=3"))
+
+
+def test_unknown_keys_walks_typed_and_target_nodes_and_skips_free_form_ones(compose):
+    assert build.unknown_keys(compose("+tracking.tags.owner=me", "callbacks=early_stopping")) is None
+    assert "in tracking.checkpoints: evry (did you mean every?)" in build.unknown_keys(
+        compose("+tracking.checkpoints.evry=3")
+    )
+    assert "in callbacks.early_stopping: patiense" in build.unknown_keys(
+        compose("callbacks=early_stopping", "+callbacks.early_stopping.patiense=3")
+    )
+    assert "in the root config: sed" in build.unknown_keys(compose("+sed=3"))
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from experiments import tracking
-from experiments.train import RunFailed, train
+from experiments.outcome import RunFailed
+from experiments.tracking import mlflow_run
+from experiments.train import train
 from tests.experiments.conftest import inputs_by_context
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ def test_an_exception_while_logging_the_start_closes_the_run_failed(
     def refuse(self, dataset):
         raise MlflowException("the store refused the dataset")
 
-    monkeypatch.setattr(tracking.MlflowTracker, "_log_dataset", refuse)
+    monkeypatch.setattr(mlflow_run.MlflowRun, "_log_dataset", refuse)
     cfg = compose("dataset=digits", "dataset.subset=300", *FAST, *QUIET, *mlflow_store.overrides(experiment_name))
     with pytest.raises(RunFailed, match="MlflowException: the store refused the dataset") as caught:
         train(cfg)
@@ -132,7 +133,7 @@ def test_an_exception_while_finishing_closes_the_run_failed_with_its_epochs_kept
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tracking.figures, "curves_figure", broken)
+    monkeypatch.setattr(mlflow_run.figures, "curves_figure", broken)
     cfg = compose("dataset=digits", "dataset.subset=300", *FAST, *QUIET, *mlflow_store.overrides(experiment_name))
     with pytest.raises(RunFailed, match="No space left on device"):
         train(cfg)
@@ -148,10 +149,10 @@ def test_the_command_exits_non_zero_with_one_paragraph_and_a_failed_run(mlflow_s
     script = (
         "import runpy, sys\n"
         "from mlflow.exceptions import MlflowException\n"
-        "from experiments import tracking\n"
+        "from experiments.tracking import mlflow_run\n"
         "def refuse(self, dataset):\n"
         "    raise MlflowException('Could not find a source information resolver')\n"
-        "tracking.MlflowTracker._log_dataset = refuse\n"
+        "mlflow_run.MlflowRun._log_dataset = refuse\n"
         "sys.argv = ['experiments/run.py', *sys.argv[1:]]\n"
         "runpy.run_path('experiments/run.py', run_name='__main__')\n"
     )

@@ -132,8 +132,8 @@ def test_resume_takes_the_newest_training_state_whichever_file_holds_it(
     from experiments.runs import latest_training_state
 
     class Interrupt(Callback):
-        def on_epoch_end(self, epoch, metrics):
-            if epoch == epochs:
+        def on_epoch_end(self, loop, metrics):
+            if loop.epoch == epochs:
                 raise KeyboardInterrupt
 
     cfg = compose("dataset=digits", "model=mlp128", "train.epochs=9", "train.progress=false",

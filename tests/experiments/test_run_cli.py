@@ -144,7 +144,7 @@ def test_a_diverged_run_exits_1_with_its_reason(mlflow_store, experiment_name, t
     ],
 )  # fmt: skip
 def test_run_names_put_what_differs_first_and_stay_short(overrides, name):
-    from experiments.tracking import NAME_LIMIT, run_name
+    from experiments.tracking.naming import NAME_LIMIT, run_name
 
     assert run_name(overrides) == name and len(name) <= NAME_LIMIT
 

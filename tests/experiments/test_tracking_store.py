@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from experiments import store, tracking
+from experiments import store
 
 
 def test_tracking_uri_prefers_the_argument_then_the_environment_then_mlruns(monkeypatch, tmp_path):
@@ -67,8 +67,8 @@ def test_runs_in_one_process_follow_their_dir_and_the_variable(compose, mlflow_s
 
 def test_experiment_id_creates_once_and_then_finds(tmp_path: Path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    created = tracking.experiment_id(client, "nnlab", (tmp_path / "artifacts").as_uri())
-    assert tracking.experiment_id(client, "nnlab") == created
+    created = store.experiment_id(client, "nnlab", (tmp_path / "artifacts").as_uri())
+    assert store.experiment_id(client, "nnlab") == created
     assert client.get_experiment(created).artifact_location == (tmp_path / "artifacts").as_uri()
     assert len([e for e in client.search_experiments() if e.name == "nnlab"]) == 1
 
@@ -98,4 +98,4 @@ def test_experiment_id_creates_once_and_then_finds(tmp_path: Path):
     ids=["http", "https", "databricks", "sqlite", "postgresql"],
 )
 def test_the_run_page_hint_works_for_each_kind_of_store(uri, page):
-    assert tracking.run_page(uri, "3", "abc") == page
+    assert store.run_page(uri, "3", "abc") == page

@@ -16,10 +16,9 @@ import pytest
 from omegaconf import OmegaConf
 
 import nn
-from experiments import train as train_module
-from experiments.callbacks import Callback, Pruned
+from experiments.callbacks import Callback, FinalEvaluation, Pruned, StuckAtChance, check_progress
 from experiments.store import use_store
-from experiments.train import StuckAtChance, check_progress, train
+from experiments.train import train
 from tests.experiments.conftest import inputs_by_context
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
@@ -28,18 +27,18 @@ IMAGE = re.compile(r"^images/val_confusion\+step\+(\d+)\+timestamp\+\d+\+[0-9a-f
 
 
 def run_train(cfg) -> SimpleNamespace:
-    """``train(cfg)`` with the final network and the data set caught on their way to ``final_metrics``."""
+    """``train(cfg)`` with the final network and the data set caught on their way to the test evaluation."""
     caught = SimpleNamespace(objective=None, result=None, network=None, dataset=None)
-    original = train_module.final_metrics
+    original = FinalEvaluation.on_train_end
 
-    def spy(network, dataset, history):
-        caught.network, caught.dataset = network, dataset
-        return original(network, dataset, history)
+    def spy(evaluation, loop):
+        caught.network, caught.dataset = loop.network, evaluation.dataset
+        return original(evaluation, loop)
 
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(train_module, "final_metrics", spy)
+            patch.setattr(FinalEvaluation, "on_train_end", spy)
             caught.result = train(cfg)
             caught.objective = caught.result.objective
     finally:
@@ -383,7 +382,7 @@ def test_mnist_subset_run_is_tracked(compose, mlflow_store, experiment_name):
 def test_diverging_run_returns_nan_and_is_closed_as_failed(compose, mlflow_store, experiment_name):
     cfg = compose(*QUICK, "train.epochs=3", "optimizer.lr=1e6", *mlflow_store.overrides(experiment_name))
     result = run_train(cfg).result
-    assert math.isnan(result.objective) and result.status == "failed" and "diverged" in result.reason
+    assert math.isnan(result.objective) and result.status == "diverged" and "diverged" in result.reason
     run = mlflow_store.only_run(experiment_name)
     assert result.run_id == run.info.run_id and result.reason == run.data.tags["nnlab.failure_reason"]
     assert run.info.status == "FAILED"
@@ -512,9 +511,9 @@ def test_a_callback_can_prune_a_run_nested_under_a_parent_with_extra_tags(compos
     seen = []
 
     class PruneAtTwo(Callback):
-        def on_epoch_end(self, epoch, metrics):
-            seen.append((epoch, metrics["val/acc"], self.run_id))
-            if epoch == 2:
+        def on_epoch_end(self, loop, metrics):
+            seen.append((loop.epoch, metrics["val/acc"], self.run_id))
+            if loop.epoch == 2:
                 raise Pruned("pruned by the sweep at epoch 2")
 
     cfg = compose(
@@ -608,7 +607,7 @@ def test_the_run_description_says_the_command_the_network_and_how_it_ended(compo
 
 def test_a_diverged_run_is_told_from_a_crashed_one_by_its_state(compose, mlflow_store, experiment_name):
     cfg = compose(*QUICK, "train.epochs=3", "optimizer.lr=3", *mlflow_store.overrides(experiment_name))
-    assert train(cfg).status == "failed"
+    assert train(cfg).status == "diverged"
     run = mlflow_store.only_run(experiment_name)
     assert run.data.tags["nnlab.state"] == "diverged"
     assert run.data.tags["mlflow.note.content"].endswith(run.data.tags["nnlab.failure_reason"])  # in full
@@ -652,11 +651,8 @@ class EpochWeights(Callback):
     def __init__(self) -> None:
         self.weights: dict[int, dict[str, np.ndarray]] = {}
 
-    def on_train_start(self, network) -> None:
-        self.network = network
-
-    def on_epoch_end(self, epoch, metrics) -> None:
-        self.weights[epoch] = {k: v.copy() for k, v in self.network.params.items()}
+    def on_epoch_end(self, loop, metrics) -> None:
+        self.weights[loop.epoch] = {k: v.copy() for k, v in loop.network.params.items()}
 
 
 STOP_AT_4 = [  # nothing improves val/acc by 1.0: the best is epoch 1, the stop comes after 3 more epochs
@@ -702,8 +698,8 @@ def test_early_stopping_survives_a_resume(compose, mlflow_store, tmp_path):
     from experiments import resume as resume_cmd
 
     class Interrupt(Callback):
-        def on_epoch_end(self, epoch, metrics):
-            if epoch == 2:
+        def on_epoch_end(self, loop, metrics):
+            if loop.epoch == 2:
                 raise KeyboardInterrupt
 
     overrides = [*QUICK, "train.epochs=20", *STOP_AT_4, "tracking.log_model=false"]
@@ -740,8 +736,8 @@ def test_per_layer_diagnostics_are_logged_under_watch_unless_turned_off(all_poli
 
 def test_a_mostly_dead_layer_is_named_in_the_description(compose, mlflow_store, experiment_name):
     class KillUnits(Callback):  # 100 of the 128 units of the hidden ReLU can never fire again
-        def on_train_start(self, network) -> None:
-            network.params["dense0.b"][:100] = -1e4
+        def on_train_start(self, loop) -> None:
+            loop.network.params["dense0.b"][:100] = -1e4
 
     cfg = compose(*QUICK, "train.epochs=2", "tracking.log_model=false", *mlflow_store.overrides(experiment_name))
     assert train(cfg, callbacks=[KillUnits()]).status == "finished"

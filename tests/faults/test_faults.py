@@ -173,7 +173,7 @@ def test_a_full_disk_fails_the_run_in_one_paragraph_and_says_who_closes_it(
 ):
     import mlflow
 
-    from experiments.train import RunFailed
+    from experiments.outcome import RunFailed
 
     write, end = mlflow.log_metrics, mlflow.end_run
 
@@ -201,7 +201,7 @@ def test_a_run_whose_end_the_store_refuses_is_not_reported_finished(
 ):
     import mlflow
 
-    from experiments.train import RunFailed
+    from experiments.outcome import RunFailed
 
     def refused(*args, **kwargs):
         raise disk_full()
@@ -253,7 +253,7 @@ def test_resume_of_a_run_killed_before_its_first_state_closes_it(compose, mlflow
 
 
 def test_resume_of_a_run_killed_before_its_config_was_logged_closes_it(mlflow_store, experiment_name, capsys):
-    from experiments.tracking import experiment_id
+    from experiments.store import experiment_id
 
     created = mlflow_store.client.create_run(experiment_id(mlflow_store.client, experiment_name))  # RUNNING, empty
     run_id = created.info.run_id

@@ -21,20 +21,28 @@ class Scripted:
             self.params[key][...] = value
 
 
+class ScriptedLoop:
+    """What a callback reads of ``nn.Loop``: the network and the current epoch."""
+
+    def __init__(self) -> None:
+        self.network, self.epoch = Scripted(), 0
+
+
 def drive(callback: EarlyStopping, values: list[float]) -> tuple[int | None, Scripted]:
     """Feed ``values`` as epochs 1, 2, ...; returns (the epoch it stopped at or None, the network)."""
-    network = Scripted()
-    callback.on_train_start(network)
+    loop = ScriptedLoop()
+    callback.on_train_start(loop)
     stopped = None
     for epoch, value in enumerate(values, start=1):
-        network.params["w"][...] = epoch
+        loop.epoch = epoch
+        loop.network.params["w"][...] = epoch
         try:
-            callback.on_epoch_end(epoch, {"val/loss": value, "val/acc": 1 - value})
+            callback.on_epoch_end(loop, {"val/loss": value, "val/acc": 1 - value})
         except StopTraining:
             stopped = epoch
             break
-    callback.on_train_end(network)
-    return stopped, network
+    callback.on_train_end(loop)
+    return stopped, loop.network
 
 
 @pytest.mark.parametrize(
@@ -67,14 +75,14 @@ def test_resume_carries_the_counters_and_the_best_weights():
     drive(first, [1.0, 0.5, 0.6])
     second = EarlyStopping(patience=3)
     second.load_state_dict(first.state_dict())
-    network = Scripted()
-    second.on_train_start(network)
+    loop = ScriptedLoop()
+    second.on_train_start(loop)
     with pytest.raises(StopTraining):
-        for epoch, value in ((4, 0.7), (5, 0.8)):
-            second.on_epoch_end(epoch, {"val/loss": value})
-    second.on_train_end(network)
+        for loop.epoch, value in ((4, 0.7), (5, 0.8)):
+            second.on_epoch_end(loop, {"val/loss": value})
+    second.on_train_end(loop)
     assert second.stopped_epoch == 5 and second.best_epoch == 2
-    np.testing.assert_array_equal(network.params["w"], np.full(3, 2))
+    np.testing.assert_array_equal(loop.network.params["w"], np.full(3, 2))
 
 
 def test_an_unknown_monitor_names_the_metrics_there_are():
@@ -96,11 +104,78 @@ def test_fit_stops_early_and_restores_the_best_weights():
     seen = {}
 
     class Snapshot(nn.callbacks.Callback):
-        def on_epoch_end(self, epoch, metrics):
-            seen[epoch] = {k: v.copy() for k, v in net.params.items()}
+        def on_epoch_end(self, loop, metrics):
+            seen[loop.epoch] = {k: v.copy() for k, v in net.params.items()}
 
-    stopper = EarlyStopping(monitor="val_loss", patience=2, min_delta=10.0)  # nothing improves by 10
+    stopper = EarlyStopping(patience=2, min_delta=10.0)  # its default monitor, val/loss; nothing improves by 10
     history = net.fit(X, y, X, y, epochs=20, batch_size=50, verbose=False, callbacks=[Snapshot(), stopper])
     assert len(history) == 3 and stopper.stopped_epoch == 3 and stopper.best_epoch == 1
     for key, value in net.params.items():
         np.testing.assert_array_equal(value, seen[1][key])
+
+
+def test_fit_with_the_default_early_stopping_stops_on_val_loss():
+    """``EarlyStopping()`` monitors ``val/loss``, the name ``fit`` logs: it stops where val/loss stops improving
+    (a KeyError before the loop and the harness shared one vocabulary)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(np.int64)
+    net = nn.mlp([8, 64, 2], rng=np.random.default_rng(1))
+    stopper = EarlyStopping(patience=2)
+    history = net.fit(X, y, X[:60], y[:60], epochs=60, batch_size=20, verbose=False, callbacks=[stopper],
+                      optimizer=nn.SGD(lr=0.3, momentum=0.9))  # fmt: skip
+    losses = [row["val/loss"] for row in history]
+    best = int(np.argmin(losses)) + 1
+    assert len(history) < 60 and stopper.stopped_epoch == len(history) == best + 2
+    assert stopper.best_epoch == best and stopper.best == min(losses)
+
+
+def test_hooks_run_in_order_and_teardown_in_reverse():
+    X, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int64)
+    calls = []
+
+    class Spy(nn.callbacks.Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_start(self, loop):
+            calls.append(("start", self.name))
+
+        def on_epoch_end(self, loop, metrics):
+            calls.append((f"epoch {loop.epoch}", self.name))
+
+        def on_train_end(self, loop):
+            calls.append(("end", self.name))
+
+    nn.fit(nn.mlp([2, 2]), X, y, epochs=1, verbose=False, callbacks=[Spy("a"), Spy("b")])
+    assert calls == [("start", "a"), ("start", "b"), ("epoch 1", "a"), ("epoch 1", "b"), ("end", "b"), ("end", "a")]
+
+
+def test_an_exception_reaches_every_callback_then_the_caller():
+    X, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int64)
+    seen = []
+
+    class Boom(nn.callbacks.Callback):
+        def on_epoch_end(self, loop, metrics):
+            if loop.epoch == 2:
+                raise RuntimeError("boom")
+
+    class Spy(nn.callbacks.Callback):
+        def on_exception(self, loop, error):
+            seen.append((loop.epoch, str(error), len(loop.history)))
+
+    with pytest.raises(RuntimeError, match="boom"):
+        nn.fit(nn.mlp([2, 2]), X, y, epochs=5, verbose=False, callbacks=[Spy(), Boom()])
+    assert seen == [(2, "boom", 2)]
+
+
+def test_on_batch_end_sees_every_step():
+    X, y = np.zeros((50, 2), np.float32), np.zeros(50, np.int64)
+    steps = []
+
+    class Bar(nn.callbacks.Callback):
+        def on_batch_end(self, loop, step, num_batches, loss):
+            steps.append((loop.epoch, step, num_batches))
+
+    nn.fit(nn.mlp([2, 2]), X, y, epochs=2, batch_size=20, verbose=False, callbacks=[Bar()])
+    assert steps == [(e, s, 3) for e in (1, 2) for s in range(3)]

@@ -179,21 +179,30 @@ def test_fit_history_rows_with_validation():
     rows = []
 
     class Recorder(nn.callbacks.Callback):
-        def on_epoch_end(self, epoch, metrics):
-            rows.append((epoch, metrics))
+        def on_epoch_end(self, loop, metrics):
+            rows.append((loop.epoch, metrics))
 
     history = net.fit(X, y, X_val, y_val, epochs=3, batch_size=50, verbose=False, callbacks=[Recorder()])
-    assert [row["epoch"] for row in history] == [0, 1, 2]
-    assert rows == [(epoch + 1, row) for epoch, row in enumerate(history)]
-    assert set(history[0]) == {"epoch", "loss", "accuracy", "lr", "grad_norm", "seconds", "val_loss", "val_acc"}
-    assert (history[-1]["val_loss"], history[-1]["val_acc"]) == net.evaluate(X_val, y_val)
-    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert rows == [(row["epoch"], {k: v for k, v in row.items() if k != "epoch"}) for row in history]
+    assert list(history[0]) == [
+        "epoch",
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr",
+        "grad_norm",
+        "epoch_time",
+    ]
+    assert (history[-1]["val/loss"], history[-1]["val/acc"]) == net.evaluate(X_val, y_val)
+    assert history[-1]["val/loss"] < history[0]["val/loss"]
 
 
 def test_fit_without_validation_has_no_val_columns():
     X, y = blobs(n=60)
     history = fit(mlp([10, 4, 3], rng=np.random.default_rng(0)), X, y, epochs=1, verbose=False)
-    assert "val_loss" not in history[0] and "val_acc" not in history[0]
+    assert list(history[0]) == ["epoch", "train/loss", "train/acc", "lr", "grad_norm", "epoch_time"]
 
 
 def test_fit_feeds_validation_loss_to_the_schedule():
@@ -207,7 +216,7 @@ def test_fit_feeds_validation_loss_to_the_schedule():
     X, y = blobs()
     spy = Spy()
     history = fit(mlp([10, 4, 3], rng=np.random.default_rng(0)), X, y, X, y, epochs=2, schedule=spy, verbose=False)
-    assert spy.seen == [row["val_loss"] for row in history]
+    assert spy.seen == [row["val/loss"] for row in history]
 
 
 def test_fit_verbose_prints_progress(capsys):

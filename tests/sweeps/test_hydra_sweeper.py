@@ -3,6 +3,7 @@ launchers: the basic one (in process), joblib (parallel processes) and submitit_
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from experiments.callbacks import Pruned
-from hydra_plugins.nnlab_optuna_sweeper.sweeper import outcome
+from sweeps.engine import outcome
 from tests.sweeps.conftest import RUN, check_trial_runs, split_runs
 from tests.sweeps.test_sweeper import LR_STATE
 
@@ -26,6 +27,25 @@ def test_a_failed_jobs_line_is_kept_and_a_pruned_ones_dropped(error, announced, 
     assert outcome(result) == (None, error)
     assert ("Error executing job with overrides: ['optimizer.lr=0.1']" in capsys.readouterr().err) == announced
     assert outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=0.9)) == (0.9, None)
+
+
+def test_a_plain_run_imports_no_optuna(tmp_path):
+    """Hydra imports every plugin module on every run: the sweeper's own leaves Optuna to a sweep."""
+    found = tmp_path / "optuna-modules.json"
+    args = ["dataset=digits", "train.epochs=1", "tracking=none", "train.progress=false"]
+    args += [f"hydra.run.dir={tmp_path / 'run'}"]  # nothing written into the checkout
+    code = (
+        "import atexit, json, runpy, sys\n"
+        f"sys.argv = [{str(RUN)!r}, *{args!r}]\n"
+        "def report():\n"
+        "    names = sorted(m for m in sys.modules if m.split('.')[0] == 'optuna')\n"
+        f"    open({str(found)!r}, 'w').write(json.dumps(names))\n"
+        "atexit.register(report)\n"  # run.py ends with sys.exit
+        f"runpy.run_path({str(RUN)!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(found.read_text()) == []
 
 
 def sweep(store, name, tmp_path, *extra: str) -> subprocess.CompletedProcess:

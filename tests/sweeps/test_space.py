@@ -8,7 +8,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from experiments.schema import ConfigError
-from experiments.tracking import flatten
+from experiments.tracking.naming import flatten
 from sweeps.config import direction, report_metric, settings
 from sweeps.space import parse, to_text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -66,18 +67,18 @@ def test_the_pruner_is_not_asked_after_the_last_epoch():
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
     reporter = Reporter(study.ask(), "val/acc", epochs=3)
     with pytest.raises(Pruned, match="epoch 2"):
-        reporter.on_epoch_end(2, {"val/acc": 0.5})  # below the threshold before the end: pruned
-    reporter.on_epoch_end(3, {"val/acc": 0.6})  # at the end: the trial completes with its value
+        reporter.on_epoch_end(SimpleNamespace(epoch=2), {"val/acc": 0.5})  # below the threshold before the end
+    reporter.on_epoch_end(SimpleNamespace(epoch=3), {"val/acc": 0.6})  # at the end: the trial completes
     assert study.trials[0].intermediate_values == {2: 0.5, 3: 0.6}
 
 
 def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, monkeypatch):
     original = Reporter.on_epoch_end
 
-    def interrupt_second_trial(self, epoch, metrics):
+    def interrupt_second_trial(self, loop, metrics):
         if self.trial.number == 1:
             raise KeyboardInterrupt
-        original(self, epoch, metrics)
+        original(self, loop, metrics)
 
     with monkeypatch.context() as patch:
         patch.setattr(Reporter, "on_epoch_end", interrupt_second_trial)

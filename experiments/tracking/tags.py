@@ -1,0 +1,22 @@
+"""The ``nnlab.*`` run tags and the states a run ends in: the one vocabulary of every module and command."""
+
+# how a run ended (tag STATE; ``TrainResult.status`` for those train() returns rather than raises)
+FINISHED, DIVERGED, PRUNED, CRASHED, KILLED = "finished", "diverged", "pruned", "crashed", "killed"
+MLFLOW_STATUS = {FINISHED: "FINISHED", DIVERGED: "FAILED", CRASHED: "FAILED", PRUNED: "KILLED", KILLED: "KILLED"}
+
+STATE = "nnlab.state"
+FAILURE_REASON = "nnlab.failure_reason"
+FAILED_EPOCH = "nnlab.failed_epoch"
+WARNING = "nnlab.warning"
+STOPPED_EARLY = "nnlab.stopped_early"  # the epoch training stopped at
+KEPT_EPOCH = "nnlab.kept_epoch"  # the epoch whose weights the final model holds
+RESUMED_FROM_EPOCH = "nnlab.resumed_from_epoch"
+OVERRIDES = "nnlab.overrides"  # the command line's overrides
+HOST, PID = "nnlab.host", "nnlab.pid"  # the process holding the run open
+KIND = "nnlab.kind"  # lr_find, sweep (absent on a training run)
+CHECKPOINT = "nnlab.checkpoint"  # a logged model's: last or best
+STUDY, TRIAL = "nnlab.study", "nnlab.trial"  # a sweep's trial
+SWEEP = "nnlab.sweep"  # a sweep's parent run: the study name
+SWEEP_TRIALS, SWEEP_STORAGE = "nnlab.sweep.n_trials", "nnlab.sweep.storage"  # its budget and study storage
+REPRODUCES = "nnlab.reproduces"
+NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
