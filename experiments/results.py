@@ -1,7 +1,7 @@
-"""The README's results, regenerated from the runs the presets logged.
+"""The results tables of ``docs/results.md``, regenerated from the runs the presets logged.
 
-    python -m experiments.results                     # print the tables
-    python -m experiments.results --write README.md   # and replace the README's results between its markers
+    python -m experiments.results                            # print the tables
+    python -m experiments.results --write docs/results.md    # and replace the tables between its markers
 
 Every preset in ``conf/experiment/`` tags its runs ``preset=<name>`` (and the recipe's own figure as
 ``claim``); this reads the finished runs of each preset from the store, one per seed (the latest run of a
@@ -26,11 +26,12 @@ from mlflow.tracking import MlflowClient
 
 from experiments.compare import CompareError, runs_frame, to_markdown
 from experiments.store import StoreError, open_store, tracking_uri
+from experiments.tracking import tags as T
 
 PRESETS = ("r0", "r1", "r2", "r3", "r4", "best_single_hidden", "best_mlp", "best_mlp_swept", "best_mlp_augmented")
 HISTORY = "r1_history"
 ACCURACIES = ("test/acc", "val/acc", "train/acc")
-BEGIN, END = "<!-- results: begin (python -m experiments.results --write README.md) -->", "<!-- results: end -->"
+BEGIN, END = "<!-- results: begin (python -m experiments.results --write docs/results.md) -->", "<!-- results: end -->"
 
 
 def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
@@ -44,7 +45,7 @@ def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise CompareError(
-                f"No experiment {experiment!r} in {tracking_uri}: run the presets first (README, Results)."
+                f"No experiment {experiment!r} in {tracking_uri}: run the presets first (docs/results.md)."
             )
         runs = client.search_runs(
             [found.experiment_id],
@@ -54,7 +55,7 @@ def preset_runs(tracking_uri: str, experiment: str = "nnlab") -> pd.DataFrame:
         )
     except (StoreError, MlflowException) as err:
         raise CompareError(f"Could not read runs from {tracking_uri}: {err}") from err
-    frame = runs_frame([run for run in runs if "preset" in run.data.tags and "nnlab.trial" not in run.data.tags])
+    frame = runs_frame([run for run in runs if "preset" in run.data.tags and T.TRIAL not in run.data.tags])
     if frame.empty:
         raise CompareError(f"No finished run of a preset in experiment {experiment!r} at {tracking_uri}.")
     frame["minutes"] = (frame["end_time"] - frame["start_time"]).dt.total_seconds() / 60
@@ -171,19 +172,24 @@ def render(frame: pd.DataFrame) -> str:
     return "".join(text)
 
 
-def replace_section(readme: str, generated: str) -> str:
-    """``readme`` with the text between the results markers replaced by ``generated``."""
+def replace_section(page: str, generated: str) -> str:
+    """``page`` (``docs/results.md``) with the text between the results markers replaced by ``generated``."""
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(readme):
-        raise CompareError(f"The README has no results markers: add the lines\n{BEGIN}\n{END}\nwhere the tables go.")
-    return pattern.sub(lambda _: f"{BEGIN}\n{generated}{END}", readme)
+    if not pattern.search(page):
+        raise CompareError(f"The page has no results markers: add the lines\n{BEGIN}\n{END}\nwhere the tables go.")
+    return pattern.sub(lambda _: f"{BEGIN}\n{generated}{END}", page)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db")
     parser.add_argument("--experiment", default="nnlab", help="default: %(default)s")
-    parser.add_argument("--write", type=Path, metavar="README", help="replace the section between the results markers")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="PAGE",
+        help="replace the section between the results markers of PAGE (docs/results.md)",
+    )
     args = parser.parse_args(argv)
     try:
         generated = render(preset_runs(tracking_uri(args.tracking_uri), args.experiment))

@@ -1,4 +1,4 @@
-"""The presets behind the README's results, R1's history as one multirun, and ``experiments.results``."""
+"""The presets behind the results of ``docs/results.md``, R1's history as one multirun, and ``experiments.results``."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_r2_trains_on_as_many_images_as_its_train_csv_had(compose):
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    """R1's history run as the README says, on the digits set for one epoch: the store and its runs."""
+    """R1's history run as docs/results.md says, on the digits set for one epoch: the store and its runs."""
     root = tmp_path_factory.mktemp("r1-history")
     command = [
         sys.executable, str(REPO / "experiments" / "run.py"), "-m", "experiment=r1", "+r1_history=glob(*)",
@@ -132,6 +132,13 @@ def test_the_readme_section_between_the_markers_is_replaced(seeds, tmp_path, cap
     assert "old table" not in text and text.startswith("# title") and text.endswith("kept\n")
     assert "| `r0` |" in text and "cores" in text
     assert results.provenance(runs) in text
+
+
+def test_the_results_page_holds_the_markers_the_command_writes_between():
+    page = (REPO / "docs" / "results.md").read_text()
+    assert page.count(results.BEGIN) == 1 and page.count(results.END) == 1
+    assert page.index(results.BEGIN) < page.index(results.END)
+    assert results.replace_section(page, "new\n").count("new\n") == 1
 
 
 def test_a_readme_without_markers_or_a_store_without_runs_is_refused(seeds, tmp_path, capsys):
