@@ -102,7 +102,7 @@ def make_trainer(recipe: str, seed: int = 0, watch: bool = False):
 def nn_worker(recipe: str, epochs: int, watch: bool = False) -> None:
     """Epochs of ``nn.Trainer``; with ``watch``, each epoch's time includes its diagnostics as ``train()``
     logs them (the Watch's samples, then activations over 1,000 held-out images)."""
-    from experiments.train import DIAGNOSTICS_SAMPLE
+    from experiments.callbacks import DIAGNOSTICS_SAMPLE
     from nn.diagnostics import activations
 
     x_train, y_train, x_test, y_test = load_mnist(RECIPES[recipe][5])
@@ -312,6 +312,7 @@ def profile(args) -> None:
 
     x_train, y_train, *_ = load_mnist("float32")
     for mode in kernel_choices():
+        print(f"profiling {mode} kernels: an epoch of wide1024 steps, then the products alone ...", flush=True)
         kernels.ENABLED = mode == "numba"
         trainer = make_trainer("wide1024")
         net, optimizer, clipper, loss = trainer.network, trainer.optimizer, trainer.clipper, SoftmaxCrossEntropy()
@@ -342,10 +343,11 @@ def profile(args) -> None:
             products()
         floor = (time.perf_counter() - start) / (steps - 20) * 1e3
         per_step = {name: seconds / (steps - 20) * 1e3 for name, seconds in parts.items()}
-        print(f"\n{mode} kernels: ms per step (floor, the products alone: {floor:.3f} ms)")
-        for name, ms in per_step.items():
-            print(f"  {name:16s} {ms:7.3f}")
-        print(f"  {'total':16s} {sum(per_step.values()):7.3f}   ratio to floor {sum(per_step.values()) / floor:.2f}")
+        lines = [f"{mode} kernels: ms per step (floor, the products alone: {floor:.3f} ms)"]
+        lines += [f"  {name:16s} {ms:7.3f}" for name, ms in per_step.items()]
+        total = sum(per_step.values())
+        lines.append(f"  {'total':16s} {total:7.3f}   ratio to floor {total / floor:.2f}")
+        print("\n".join(lines) + "\n", flush=True)
 
 
 def harness(args) -> None:

@@ -115,12 +115,20 @@ def naming(group: str, node: DictConfig) -> Iterator[None]:
         raise ConfigError(rejected(group, node, err)) from err
 
 
-def arguments(target: str) -> list[str]:
-    """The keyword arguments the ``_target_`` takes (its config keys)."""
+RUNTIME_ARGUMENTS = ("input_dim", "num_classes", "rng", "dtype", "seed", "image_shape")  # given by the harness
+
+
+def arguments(target: str) -> list[str] | None:
+    """The keyword arguments the ``_target_`` takes from its config (those the harness passes at run time
+    aside); None when it takes any keyword (``**kwargs``) or cannot be imported."""
     try:
-        return [p for p in inspect.signature(get_object(target)).parameters if p not in ("self", "args", "kwargs")]
+        parameters = inspect.signature(get_object(target)).parameters.values()
     except (ImportError, ValueError, TypeError):
-        return []
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in named and p.name not in ("self", *RUNTIME_ARGUMENTS)]
 
 
 def unknown_message(where: str, unknown: list[str], valid: list[str]) -> str:
@@ -159,11 +167,14 @@ def unknown_override(config_dir: Path, arguments: list[str]) -> str | None:
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=selections)
-        OmegaConf.set_struct(cfg, False)
-        for o in changed:  # the value does not matter here, only the key
-            OmegaConf.update(cfg, o.key_or_group, None, force_add=True)
     except Exception:  # Hydra reports it when it composes
         return None
+    OmegaConf.set_struct(cfg, False)
+    for o in changed:  # the key matters here, not the value: "missing" fits every typed key
+        try:
+            OmegaConf.update(cfg, o.key_or_group, "???", force_add=True)
+        except Exception:  # a key below a value (seed.x=1): Hydra says what is wrong
+            return None
     return unknown_keys(cfg)
 
 
@@ -181,7 +192,7 @@ def unknown_keys(node: DictConfig, schema: DictConfig | None = None, where: str 
     if isinstance(schema, DictConfig) and len(schema):
         valid = [str(k) for k in schema]
     elif "_target_" in node:
-        valid = arguments(OmegaConf.select(node, "_target_")) or None  # None: a target that does not import
+        valid = arguments(OmegaConf.select(node, "_target_"))
     if valid is not None:
         unknown = [str(k) for k in node if str(k) not in valid and str(k) not in HYDRA_KEYS]
         if unknown:

@@ -3,7 +3,8 @@
 ``train(cfg)`` runs the loop with, in this order: ``Diagnostics`` (adds ``watch/*`` metrics), the MLflow run
 (``experiments.tracking.mlflow_run``, unless ``tracking=none``), ``FinalEvaluation``, ``LogProgress``,
 ``DivergenceCheck``, then the config's callbacks (early stopping) and the caller's (a sweep's pruning
-reporter). A callback raising ``Pruned`` ends the run as pruned (closed as KILLED, ``nnlab.state=pruned``).
+reporter). A callback raising ``experiments.outcome.Pruned`` ends the run as pruned (closed as KILLED,
+``nnlab.state=pruned``).
 """
 
 from __future__ import annotations
@@ -19,17 +20,12 @@ from tqdm import tqdm
 import nn
 import nn.callbacks
 from experiments import figures
+from experiments.outcome import StuckAtChance, divergence_advice
 from nn.diagnostics import Watch, activations
 
 log = logging.getLogger("nnlab")
 
-
-class Pruned(Exception):
-    """Raised by a callback to stop the run early; its message is the run's reason."""
-
-
-class StuckAtChance(RuntimeError):
-    """Validation accuracy stayed at chance level: the run diverged without a non-finite loss."""
+DIAGNOSTICS_SAMPLE = 1000  # validation examples that activation statistics and dead units are measured on
 
 
 class Callback(nn.callbacks.Callback):
@@ -64,11 +60,20 @@ class FinalEvaluation(Callback):
         loop.final |= {"val/best_acc": best["val/acc"], "best_epoch": best["epoch"]}
         test = self.dataset.test
         if test is None:
+            log.warning("%s", no_test_set(self.dataset))
             return
         loss, acc, probs = loop.network.evaluate(test.X, test.y, probabilities=True)
         self.test = (figures.confusion_matrix(test.y, probs.argmax(axis=1), self.dataset.num_classes), probs)
         loop.final |= {"test/loss": loss, "test/acc": acc}
         log.info("test loss %.4f acc %.4f", loss, acc)
+
+
+def no_test_set(dataset) -> str:
+    """Why a run has no test metrics."""
+    return (
+        f"{dataset.name} has no labelled test set here (dataset.test_csv unset, or its file has no label "
+        "column): no test metrics are logged; the validation metrics are the run's result"
+    )
 
 
 class LogProgress(Callback):
@@ -128,7 +133,7 @@ class DivergenceCheck(Callback):
         self.num_classes, self.divergence, self.warn, self.warned = num_classes, divergence, warn, False
 
     def on_epoch_end(self, loop, metrics: dict[str, float]) -> None:
-        warning = check_progress(loop.history, self.num_classes, self.divergence)
+        warning = check_progress(loop.history, self.num_classes, self.divergence, loop.trainer.clipper)
         if warning and not self.warned:
             log.warning("%s", warning)
             if self.warn is not None:
@@ -136,13 +141,13 @@ class DivergenceCheck(Callback):
             self.warned = True
 
 
-def check_progress(history: list[dict], num_classes: int, divergence: DictConfig) -> str | None:
+def check_progress(history: list[dict], num_classes: int, divergence: DictConfig, clipper=None) -> str | None:
     """Tell a run that blew up from one that learns too slowly, once validation accuracy sits at chance.
 
     From epoch ``check_after`` on, accuracy below chance + ``chance_margin`` with the training loss above
     twice a uniform guess's (ln of the classes), rising since the last epoch, a gradient norm grown
     tenfold since the first epoch, or a validation loss unchanged since the last epoch (dead units), is
-    divergence: raises ``StuckAtChance``. With the loss falling
+    divergence: raises ``StuckAtChance`` with the ``divergence_advice`` for ``clipper``. With the loss falling
     instead, the run is too slow, not broken: returns a warning and the run goes on.
     """
     row, first = history[-1], history[0]
@@ -166,6 +171,4 @@ def check_progress(history: list[dict], num_classes: int, divergence: DictConfig
             f"{first['epoch']}, validation loss {row['val/loss']:.4f} now): the run learns too slowly rather than "
             "diverging. Raise optimizer.lr (or train longer); it goes on."
         )
-    raise StuckAtChance(
-        f"{at_chance} and {cause}: the run diverged. Lower optimizer.lr, or add clipping=value or clipping=norm."
-    )
+    raise StuckAtChance(f"{at_chance} and {cause}: the run diverged. {divergence_advice(clipper)}")

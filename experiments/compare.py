@@ -5,13 +5,14 @@
     python experiments/compare.py --runs 3f2a... 9c1b...          # explicit runs, from any experiment
 
 The table lists each run's name, status and start time, the parameters whose values differ between
-the selected runs (parameters equal in all of them, and the bookkeeping ``tracking.*`` ones, are left
-out) and the requested metrics (their last value); sweeps' parent runs are left out unless
-``--parents``. ``--sort METRIC`` puts the best first; ``--group-by PARAM`` adds one row per value of
-PARAM with each metric's mean ± std over its runs (seeds), as ``groups.md``/``groups.csv``; ``--tags KEY``
-adds the runs' tag KEY as a column (a preset's ``claim``, an ``iteration``), which ``--group-by`` also takes. It is
-printed as Markdown and saved as ``comparison.md``, ``comparison.csv`` and a plot ``comparison.png`` in
-``--out``.
+the runs shown (parameters equal in all of them, and the bookkeeping ``tracking.*`` ones, are left
+out) and the requested metrics (their last value). Only training runs are shown: sweeps' parent runs
+are left out unless ``--parents``, learning-rate range tests (``lr_find.py``, tag ``nnlab.kind=lr_find``)
+unless ``--lr-find``; ``--max-runs`` counts the runs shown. ``--sort METRIC`` puts the best first;
+``--group-by PARAM`` adds one row per value of PARAM with each metric's mean ± std over its runs (seeds),
+as ``groups.md``/``groups.csv``; ``--tags KEY`` adds the runs' tag KEY as a column (a preset's ``claim``,
+an ``iteration``), which ``--group-by`` also takes. It is printed as Markdown and saved as
+``comparison.md``, ``comparison.csv`` and a plot ``comparison.png`` in ``--out``.
 
     python experiments/compare.py --filter "params.model.hidden = '[1024]'" --group-by optimizer.lr --sort test/acc
     python experiments/compare.py --filter "tags.preset = 'r1_history'" --tags iteration claim   # R1's history
@@ -53,6 +54,7 @@ def compare_runs(
     max_runs: int = 50,
     parents: bool = False,
     tags: Sequence[str] = (),
+    lr_find: bool = False,
 ) -> pd.DataFrame:
     """One row per run, oldest first: ``run_id``, ``run`` (name), ``status``, ``start_time``, the differing
     params (short names such as ``optimizer.lr``), ``tags`` (blank where a run has no such tag) and
@@ -63,8 +65,11 @@ def compare_runs(
     experiments : experiment names to search; ignored when ``run_ids`` is given (their experiments are used).
     run_ids : restrict to these runs.
     filter_string : an MLflow search filter, e.g. ``"metrics.`val/acc` > 0.9 and params.seed = '0'"``.
-    max_runs : keep at most this many runs, the most recently started.
+    max_runs : keep at most this many runs, the most recently started (of those kept by ``parents`` and
+        ``lr_find``).
     parents : keep sweeps' parent runs too (left out by default: they train nothing).
+    lr_find : keep learning-rate range tests too (left out by default: they train nothing to compare, and
+        their ``lr_find.*`` params would be columns).
 
     Raises
     ------
@@ -81,22 +86,42 @@ def compare_runs(
         filters = [filter_string.strip()] if filter_string.strip() else []
         if run_ids:
             filters.append("attributes.run_id IN ({})".format(", ".join(f"'{run_id}'" for run_id in run_ids)))
-        runs = client.search_runs(
-            experiment_ids, " and ".join(filters), max_results=max_runs, order_by=["attributes.start_time DESC"]
-        )
+        runs, token = [], None
+        while len(runs) < max_runs:  # page on: the runs left out do not count
+            page = client.search_runs(
+                experiment_ids,
+                " and ".join(filters),
+                max_results=max_runs,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
+            runs += [run for run in page if shown(run, parents, lr_find)]
+            token = page.token
+            if not token:
+                break
     except MlflowException as err:
         raise CompareError(f"Could not read runs from {tracking_uri}: {err.message}") from err
-    if not parents:
-        runs = [run for run in runs if T.SWEEP not in run.data.tags]
+    runs = runs[:max_runs]
     if not runs:
         where = f"runs {', '.join(run_ids)}" if run_ids else f"experiment(s) {', '.join(experiments)}"
         with_filter = f" with filter {filter_string!r}" if filter_string else ""
         raise CompareError(
             f"No runs matched in {where}{with_filter} at {tracking_uri}. "
             "Check the filter syntax (e.g. \"params.optimizer.lr = '0.1'\", metric names with a slash in "
-            'backticks: "metrics.`val/acc` > 0.9") or train a run first with `python experiments/run.py`.'
+            'backticks: "metrics.`val/acc` > 0.9") or train a run first with `python experiments/run.py` '
+            "(sweeps' parent runs and learning-rate range tests count only with --parents and --lr-find)."
         )
     return comparison_table(runs_frame(runs), metrics, tags)
+
+
+def shown(run: Run, parents: bool = False, lr_find: bool = False) -> bool:
+    """Whether a run is compared: a training run, a sweep's parent run with ``parents``, a learning-rate
+    range test with ``lr_find``."""
+    if T.SWEEP in run.data.tags:
+        return parents
+    if run.data.tags.get(T.KIND) == "lr_find":
+        return lr_find
+    return True
 
 
 def _experiment_ids(client: MlflowClient, experiments: Sequence[str], run_ids: Sequence[str] | None) -> list[str]:
@@ -142,7 +167,8 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
 def comparison_table(
     frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, tags: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Keep the run columns, the params that differ between rows (``params.`` dropped), ``tags`` and ``metrics``."""
+    """Keep the run columns, the params that differ between the rows of ``frame`` (``params.`` dropped),
+    ``tags`` and ``metrics``."""
     frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
     param_columns = sorted(c for c in frame.columns if c.startswith("params.") and not is_bookkeeping(c))
     differing = [c for c in param_columns if frame[c].nunique(dropna=False) > 1]
@@ -307,6 +333,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tags", nargs="+", default=[], metavar="KEY", help="show these run tags as columns")
     parser.add_argument("--parents", action="store_true", help="keep sweeps' parent runs (left out by default)")
+    parser.add_argument(
+        "--lr-find", action="store_true", help="keep learning-rate range tests (lr_find.py; left out by default)"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="default: %(default)s")
     return parser.parse_args(argv)
 
@@ -324,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_runs,
             args.parents,
             args.tags,
+            args.lr_find,
         )
         if args.sort:
             table = sort_table(table, args.sort)

@@ -5,7 +5,8 @@ code   when
 =====  =====================================================================================================
 0      done (``reproduce.py``: the metrics are identical)
 1      the run failed: it diverged, or training or tracking raised (``RunFailed``; the run closed as FAILED)
-2      bad input, before anything ran: a config key or value, the store, the data, a run id, a sweep setting
+2      bad input nnlab checks, before anything ran: a config key or value, the store, the data, a run id
+       (what Hydra refuses itself while composing, an override it cannot parse, exits 1 with Hydra's message)
 130    Ctrl-C; 143: SIGTERM (the run in progress closed as KILLED with its last weights)
 =====  =====================================================================================================
 """
@@ -42,6 +43,12 @@ def exit_code(err: BaseException) -> int:
 def message(err: BaseException) -> str:
     """The one paragraph a command prints for ``err``."""
     if isinstance(err, KeyboardInterrupt):
+        run_id = getattr(err, "run_id", None)  # set by train() for its tracked run
+        if run_id:
+            return (
+                f"{interruption(err)}: MLflow run {run_id} is closed as KILLED with its last weights; "
+                f"python experiments/resume.py {run_id} continues it."
+            )
         return (
             f"{interruption(err)}: a run still in progress is closed as KILLED with its last weights "
             "(python experiments/resume.py <run id> continues it); rerun a sweep's command to resume the sweep."

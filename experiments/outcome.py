@@ -10,9 +10,25 @@ from __future__ import annotations
 import errno
 
 import nn
-from experiments.callbacks import Pruned, StuckAtChance
 from experiments.store import first_line, root_cause
 from experiments.tracking.tags import CRASHED, DIVERGED, KILLED, PRUNED
+
+
+class Pruned(Exception):
+    """Raised by a callback to stop the run early; its message is the run's reason."""
+
+
+class StuckAtChance(RuntimeError):
+    """Validation accuracy stayed at chance level: the run diverged without a non-finite loss."""
+
+
+def divergence_advice(clipper) -> str:
+    """What to change after a divergence: the learning rate, and clipping unless the run already clips."""
+    if isinstance(clipper, nn.ClipByValue):
+        return f"Lower optimizer.lr, or clip tighter than clipping.value={clipper.value:g}."
+    if isinstance(clipper, nn.ClipByNorm):
+        return f"Lower optimizer.lr, or clip tighter than clipping.max_norm={clipper.max_norm:g}."
+    return "Lower optimizer.lr, or add clipping=value or clipping=norm."
 
 
 class Terminated(KeyboardInterrupt):
@@ -69,7 +85,7 @@ def outcome(error: BaseException, loop: nn.Loop) -> tuple[str, str]:
         because = f" ({watch.explain(first_epoch=1)})" if watch is not None else ""
         return DIVERGED, (
             f"training diverged: loss is {error.loss} at epoch {loop.epoch}, step {error.step}{because}. "
-            "Lower optimizer.lr, or add clipping=value or clipping=norm."
+            f"{divergence_advice(loop.trainer.clipper)}"
         )
     if isinstance(error, StuckAtChance):
         return DIVERGED, str(error)

@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 from experiments import build
 from experiments.exits import ENDINGS, FAILED, USAGE, diverged, leave, run_command
 from experiments.tracking.tags import DIVERGED
-from experiments.train import train
 
 log = logging.getLogger("nnlab")
 CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: also found when run as python -m experiments.run
@@ -25,6 +24,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: also found when
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float:
+    from experiments.train import train  # here: --help, --cfg and refused overrides start without MLflow
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN  # a sweep goes on: its sweeper records each failure
     try:
         result = train(cfg)

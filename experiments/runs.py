@@ -7,9 +7,8 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -18,12 +17,17 @@ from experiments.store import first_line, open_store, tracking_uri, use_store
 from experiments.tracking.checkpoints import RESUME_FOLDER, RESUME_STATES
 from nn.serialization import ModelFileError, load_training_state
 
+if TYPE_CHECKING:  # MLflow is imported where a run is read: commands that read none start without it
+    from mlflow.tracking import MlflowClient
+
 
 class RunError(RuntimeError):
     """A run cannot be read back; the message says which and why."""
 
 
 def get_run(client: MlflowClient, run_id: str):
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.get_run(run_id)
     except MlflowException as err:
@@ -35,6 +39,8 @@ def get_run(client: MlflowClient, run_id: str):
 
 def logged_config(client: MlflowClient, run_id: str, tracking_uri: str) -> DictConfig:
     """The run's composed config (``config.yaml``), typed by the schemas, pointed at ``tracking_uri``."""
+    from mlflow.exceptions import MlflowException
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "config.yaml", tmp)
@@ -57,6 +63,8 @@ def logged_config(client: MlflowClient, run_id: str, tracking_uri: str) -> DictC
 
 def latest_training_state(client: MlflowClient, run_id: str, folder: Path) -> tuple[Path, int]:
     """The newest readable training-state file of a run, and the epoch it ends."""
+    from mlflow.exceptions import MlflowException
+
     best: tuple[Path, int] | None = None
     for name in RESUME_STATES:
         try:

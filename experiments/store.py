@@ -10,15 +10,14 @@ makes an experiment there; ``run_page`` and ``ui_command`` say where the UI show
 from __future__ import annotations
 
 import fcntl
+import http.client
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 DEFAULT_STORE = Path("mlruns") / "mlflow.db"  # where run.py tracks by default, relative to where it starts
@@ -76,6 +75,8 @@ def use_store(uri: str) -> None:
     """``mlflow.set_tracking_uri(uri)`` without its write to ``$MLFLOW_TRACKING_URI`` (MLflow 3 sets the
     variable for subprocesses), so that in a process that tracks twice (a notebook, a sweep, the tests)
     the first store does not become the second one's default."""
+    import mlflow  # here, not at the top: commands that track nothing start without it
+
     before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     if before is None:
@@ -144,6 +145,8 @@ def open_sqlite(uri: str, create: bool, fix: str) -> None:
         raise StoreError(f"The tracking store's folder {path.parent} cannot be created ({err}). {fix}") from err
     if not os.access(path.parent, os.W_OK):
         raise StoreError(f"The tracking store's folder {path.parent} is not writable for this user. {fix}")
+    from mlflow.tracking import MlflowClient
+
     try:
         with open(path.with_name(path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one process creates MLflow's tables; the others wait, then find them
@@ -185,10 +188,12 @@ def check_server(uri: str, fix: str) -> None:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it as model training
 
 
-def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+def experiment_id(client, name: str, artifact_location: str | None = None) -> str:
     """The id of experiment ``name``, created (with ``artifact_location``) if it does not exist yet.
 
     A new experiment is tagged as model development, so the MLflow UI opens it in its model-training view."""
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -199,23 +204,53 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
 
 
 UI_PORT = 5000
+UI_PORTS = range(UI_PORT, UI_PORT + 10)  # where run_page looks for a UI already serving the run, else a free port
 
 
-def ui_command(uri: str) -> str:
+def ui_command(uri: str, port: int = UI_PORT) -> str:
     """The README's lean ``mlflow ui`` (one worker, no GenAI job runner) over store ``uri``."""
     return (
         f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} "
-        f"--host 127.0.0.1 --port {UI_PORT} --workers 1"
+        f"--host 127.0.0.1 --port {port} --workers 1"
     )
 
 
-def run_page(uri: str, experiment: str, run_id: str) -> str:
+def ui_port(run_id: str, ports=UI_PORTS) -> tuple[int, bool]:
+    """A local port for the UI of the store holding ``run_id``: one of ``ports`` whose server already knows the
+    run (True), else the first free one (False), else the first."""
+    free = None
+    for port in ports:
+        address = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
+        try:
+            with urllib.request.urlopen(address, timeout=2) as answer:
+                if answer.status == 200:
+                    return port, True
+        except urllib.error.HTTPError:  # a server, of another store (or not MLflow)
+            continue
+        except (OSError, ValueError, http.client.HTTPException):  # nothing listens there, or it is not HTTP
+            if free is None and port_free(port):
+                free = port
+    return (ports[0] if free is None else free), False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def run_page(uri: str, experiment: str, run_id: str, ports=UI_PORTS) -> str:
     """Where to see a run: the address of its page in the UI's model-training view and, for a database
-    store, the command that serves that UI."""
+    store, the command that serves that UI on a free port, unless a local UI on one of ``ports`` serves it."""
     route = f"#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
     scheme = uri.split(":", 1)[0].lower()
     if scheme in ("http", "https"):
         return f"{uri.rstrip('/')}/{route}"
     if scheme == "databricks":
         return f"run {run_id} of experiment {experiment} in your Databricks workspace"
-    return f"http://127.0.0.1:{UI_PORT}/{route} (serve the UI with: {ui_command(uri)})"
+    port, serving = ui_port(run_id, ports)
+    page = f"http://127.0.0.1:{port}/{route}"
+    return page if serving else f"{page} (serve the UI with: {ui_command(uri, port)})"

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 import nn
 from experiments import build
-from experiments.callbacks import Diagnostics, DivergenceCheck, FinalEvaluation, LogProgress
+from experiments.callbacks import DIAGNOSTICS_SAMPLE, Diagnostics, DivergenceCheck, FinalEvaluation, LogProgress
 from experiments.outcome import RunFailed, interruption, outcome
 from experiments.tracking import tags as T
 from experiments.tracking.checkpoints import restore
@@ -25,8 +25,6 @@ from experiments.tracking.naming import hydra_context
 from nn.diagnostics import Watch
 
 log = logging.getLogger("nnlab")
-
-DIAGNOSTICS_SAMPLE = 1000  # validation examples that activation statistics and dead units are measured on
 
 
 @dataclass
@@ -60,8 +58,9 @@ def train(
 ) -> TrainResult:
     """Train as ``cfg`` says and track it; returns a ``TrainResult`` (objective NaN unless finished).
 
-    ``callbacks`` run after the config's own (early stopping) every epoch, once the epoch is logged; one
-    raising ``Pruned`` ends the run as pruned. ``resume`` continues an interrupted run in place from its last
+    ``callbacks`` run after the config's own (early stopping) every epoch, once the epoch is logged (their
+    ``on_train_end`` runs first, before early stopping restores the best weights); one raising ``Pruned``
+    ends the run as pruned. ``resume`` continues an interrupted run in place from its last
     training-state file (see ``experiments/resume.py``).
 
     Raises ``ConfigError``, ``StoreError`` or ``DataError`` before anything is tracked; ``RunFailed`` when training or
@@ -110,6 +109,8 @@ def train(
     try:
         loop.run()
     except KeyboardInterrupt as err:
+        if tracker is not None and T.TRIAL not in cfg.tracking.tags:  # a sweep's trial: the sweep's command resumes
+            err.run_id = tracker.run_id  # the command's last line says how to continue it
         if tracker is None or tracker.state == T.KILLED:
             log.warning("%s at epoch %d; run closed as KILLED with the last weights", interruption(err), loop.epoch)
         raise

@@ -12,6 +12,7 @@ Clipping and the step make one pass: the clipper plans the clip, the optimizer a
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from nn.losses import SoftmaxCrossEntropy
 from nn.network import Network
 from nn.optimizers import SGD, Optimizer
 from nn.schedules import Schedule
+
+log = logging.getLogger(__name__)
 
 
 class Diverged(RuntimeError):
@@ -170,7 +173,9 @@ class Loop:
     What callbacks read: ``network``, ``trainer``, ``epochs``, ``epoch`` (the current one, from 1), ``history``
     (one row per epoch, a resumed run's earlier epochs first), ``val_probs`` (N_val, C) of the latest
     validation, ``stopped`` (why a callback ended training, else None), ``callbacks``, and ``final``: the
-    end-of-run metrics that callbacks add (the harness's best validation and test metrics).
+    end-of-run metrics that callbacks add (the harness's best validation and test metrics). ``unseen``: the
+    callbacks that have not seen the last epoch of ``history`` (a resumed run's state was saved before they
+    saw it); ``run`` shows it to them after ``on_train_start``.
     """
 
     def __init__(
@@ -192,34 +197,48 @@ class Loop:
         self.val_probs: np.ndarray | None = None
         self.stopped: str | None = None
         self.final: dict[str, float] = {}
+        self.unseen: list[Callback] = []  # callbacks a restored state was saved before: shown its last epoch
 
     def run(self) -> list[dict]:
         """Train to ``epochs`` or until a callback stops it; any exception goes to every callback's
-        ``on_exception`` (last callback first) and is re-raised."""
+        ``on_exception`` (last callback first; one that raises there is logged and skipped) and is re-raised."""
         callbacks = self.callbacks
         per_batch = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         try:
             for callback in callbacks:
                 callback.on_train_start(self)
-            last = self.epochs if self.stopped is None else len(self.history)  # a resumed run already stopped
+            if self.unseen and self.history:
+                self.end_epoch(self.history[-1], self.unseen)
+            last = self.epochs if self.stopped is None else len(self.history)
             for epoch in range(len(self.history) + 1, last + 1):
                 self.epoch = epoch
-                row = self.train_epoch(per_batch)
+                with np.errstate(over="ignore", invalid="ignore"):  # a diverging run ends in Diverged, which says so
+                    row = self.train_epoch(per_batch)
                 self.history.append(row)
-                metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
-                try:
-                    for callback in callbacks:
-                        callback.on_epoch_end(self, metrics)
-                except StopTraining as stop:
-                    self.stopped = str(stop)
+                if self.end_epoch(row, callbacks):
                     break
             for callback in reversed(callbacks):
                 callback.on_train_end(self)
         except BaseException as error:
             for callback in reversed(callbacks):
-                callback.on_exception(self, error)
+                try:
+                    callback.on_exception(self, error)
+                except Exception:  # the others still close what they opened; the first error is the one raised
+                    log.exception("%s.on_exception failed while handling %r", type(callback).__name__, error)
             raise
         return self.history
+
+    def end_epoch(self, row: dict, callbacks: Sequence[Callback]) -> bool:
+        """Show ``callbacks`` the epoch's row (its finite metrics); True when one of them stopped training (the
+        reason is in ``stopped``)."""
+        metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
+        try:
+            for callback in callbacks:
+                callback.on_epoch_end(self, metrics)
+        except StopTraining as stop:
+            self.stopped = str(stop)
+            return True
+        return False
 
     def train_epoch(self, per_batch: Sequence[Callback]) -> dict:
         """Epoch ``self.epoch``'s training pass and validation: its row of metrics."""

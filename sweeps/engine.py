@@ -23,6 +23,8 @@ import contextlib
 import io
 import logging
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -37,8 +39,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments import build
-from experiments.callbacks import Pruned
 from experiments.exits import BAD_INPUT, FAILED, leave
+from experiments.outcome import Pruned
 from experiments.schema import ConfigError
 from experiments.store import sqlite_path, store_folder
 from experiments.tracking.naming import flatten
@@ -48,7 +50,19 @@ from sweeps.optuna_private import storage_of, trial_id
 from sweeps.parent import TRACKING_ATTR, Parent
 from sweeps.server import local_server
 from sweeps.space import parse, to_text
-from sweeps.study import Heartbeat, ask, budget, budget_lock, open_storage, open_study, remaining, retry, running
+from sweeps.study import (
+    Heartbeat,
+    ask,
+    budget,
+    budget_lock,
+    grid_size,
+    open_storage,
+    open_study,
+    progress,
+    remaining,
+    retry,
+    running,
+)
 from sweeps.trial import PRUNER_ATTR, conclude, run_job
 
 log = logging.getLogger("nnlab.sweeps")
@@ -102,6 +116,12 @@ class SweepEngine:
         if conf.worker >= 0:  # one of the processes that `workers > 1` started: the driver owns the parent run
             parent = Parent(tracking, conf.study_name, conf.parent_run_id) if conf.parent_run_id else None
             return self.run_trials(study, space, rest, url, n_trials, parent, batch=1)
+        so_far = progress(study, n_trials)
+        log.info("Optuna study %s in %s: %s", conf.study_name, url, so_far)
+        report = f"{python_command()} -m sweeps.report --study {conf.study_name} --storage {shlex.quote(url)}"
+        if so_far.used:  # a rerun of a finished sweep: no trial to run, no parent run or report to redo
+            log.info("%s; report: %s", budget_used(conf, space, n_trials), report)
+            return []
         study.set_user_attr(PRUNER_ATTR, conf.pruner)
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2; optuna-dashboard shows the name
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -111,8 +131,6 @@ class SweepEngine:
         if parent is not None:
             parent.describe(conf, space, url, rest)
             study.set_user_attr(TRACKING_ATTR, {"uri": parent.uri, "experiment": tracking.experiment})
-        done = len(study.get_trials(deepcopy=False))
-        log.info("Optuna study %s in %s: %d of %d trials so far", conf.study_name, url, done, n_trials)
         returns: list[JobReturn] = []
         finished, worker_codes = False, []
         try:
@@ -125,8 +143,8 @@ class SweepEngine:
             if parent is not None:
                 parent.summarize(study, cfg.train.objective)
                 parent.close(finished)
-        summary(study, cfg.train.objective)
-        log.info("report: python -m sweeps.report --study %s --storage %s", conf.study_name, url)
+        summary(study, cfg.train.objective, n_trials)
+        log.info("report: %s", report)
         if any(worker_codes) and not finished:
             log.error("the workers exited with %s before the budget was used; see their messages above", worker_codes)
             sys.exit(FAILED)
@@ -185,7 +203,7 @@ class SweepEngine:
                         retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
                     raise
             for trial, result in zip(trials, results):
-                value, error = outcome(result)
+                value, error = job_outcome(result)
                 conclude(study, trial, value, error)
             returns.extend(results)
 
@@ -223,7 +241,7 @@ class SweepEngine:
         return codes
 
 
-def outcome(result: JobReturn) -> tuple[Any, BaseException | None]:
+def job_outcome(result: JobReturn) -> tuple[Any, BaseException | None]:
     """A launched job's (value, exception). Hydra's public accessor re-raises a failed job's exception after
     writing "Error executing job with overrides ..." to stderr; a pruned trial is no error, so its line is dropped."""
     said = io.StringIO()
@@ -246,10 +264,29 @@ def refusals():
         leave(err)
 
 
-def summary(study, objective: str) -> None:
-    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
-    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
-    log.info("study %s: %d trials (%s)", study.study_name, len(states), counts)
-    if "complete" in states:
+def python_command() -> str:
+    """How to run this Python in a printed command: ``python`` when that is the one first on PATH (an active
+    virtual environment), else its path (``.venv/bin/python experiments/run.py ...`` with none active)."""
+    found = shutil.which("python")
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    if found is not None and os.path.dirname(os.path.abspath(found)) == here:
+        return "python"
+    return shlex.quote(sys.executable)
+
+
+def budget_used(conf, space, n_trials: int) -> str:
+    """What a rerun of a sweep whose budget is used says: that, and how to run more."""
+    size = grid_size(conf, space)
+    if size is not None and size <= conf.n_trials:
+        return f"all {size} points of the grid are run: nothing to run. To run more, add values to its dimensions"
+    return (
+        f"the budget of {n_trials} trials is used: nothing to run. To run more, raise it "
+        f"(hydra.sweeper.n_trials=<more than {n_trials}>) in the same command"
+    )
+
+
+def summary(study, objective: str, n_trials: int) -> None:
+    log.info("study %s: %s", study.study_name, progress(study, n_trials))
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         best = study.best_trial
         log.info("best: trial %d, %s = %.4f, %s", best.number, objective, best.value, best.params)

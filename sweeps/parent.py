@@ -5,6 +5,7 @@ Each trial's run is a child of it (``tracking.parent_run_id``), tagged ``nnlab.s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -25,8 +26,8 @@ from sweeps.space import Space
 
 log = logging.getLogger("nnlab.sweeps")
 
-SWEEP_TAG = T.SWEEP
 TRACKING_ATTR = "nnlab.tracking"  # study user attribute: {"uri", "experiment"} its trials' runs are in
+SUMMARY_TAG = "nnlab.sweep.summary"  # the parent's: a digest of the trials its summary shows (``fingerprint``)
 
 
 def children(client: MlflowClient, experiment_id: str, study_name: str) -> dict[int, Run]:
@@ -48,6 +49,15 @@ def trial_runs(tracking: DictConfig, study_name: str) -> dict[int, Run]:
     return {} if found is None else children(client, found.experiment_id, study_name)
 
 
+def fingerprint(trials: list[FrozenTrial], objective: str) -> str:
+    """A digest of what a summary shows of these trials: their numbers, states, values, params, reasons."""
+    shown = [
+        (t.number, t.state.name, t.value, t.params, sorted(t.intermediate_values.items()), sorted(t.user_attrs.items()))
+        for t in trials
+    ]
+    return hashlib.sha256(json.dumps([objective, shown], default=str).encode()).hexdigest()[:16]
+
+
 class Parent:
     """The parent run of study ``study_name`` in ``tracking.experiment``: created, or found and reopened
     (or, given ``run_id``, just used)."""
@@ -63,7 +73,7 @@ class Parent:
             return
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{SWEEP_TAG}` = '{study_name}'",
+            filter_string=f"tags.`{T.SWEEP}` = '{study_name}'",
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
@@ -74,7 +84,7 @@ class Parent:
             self.client.update_run(self.run_id, status="RUNNING")
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
         else:
-            tags = environment_tags() | process_tags() | {SWEEP_TAG: study_name}
+            tags = environment_tags() | process_tags() | {T.SWEEP: study_name}
             self.run_id = self.client.create_run(
                 self.experiment_id, run_name=f"sweep {study_name}", tags=tags
             ).info.run_id
@@ -104,10 +114,15 @@ class Parent:
             self.client.set_terminated(run.info.run_id, "FAILED")
 
     def summarize(self, study: optuna.Study, objective: str) -> None:
-        """Best value and params, trial counts, Optuna's plots and the trials table as artifacts."""
+        """Best value and params, trial counts, Optuna's plots and the trials table as artifacts; nothing when
+        they are those of the study as it is (tag ``SUMMARY_TAG``: the plots take seconds to minutes)."""
         from sweeps.report import figures, trials_table
 
         trials = study.get_trials(deepcopy=False)
+        summarized = fingerprint(trials, objective)
+        if self.client.get_run(self.run_id).data.tags.get(SUMMARY_TAG) == summarized:
+            log.info("the sweep's parent run already sums up these %d trials", len(trials))
+            return
         counts = {s: sum(t.state == s for t in trials) for s in TrialState if s != TrialState.WAITING}
         metrics = {f"trials/{s.name.lower()}": float(n) for s, n in counts.items()}
         tags = {}
@@ -137,6 +152,7 @@ class Parent:
                 )
             figures(study, out)
             self.client.log_artifacts(self.run_id, str(out), "optuna")
+        self.client.set_tag(self.run_id, SUMMARY_TAG, summarized)  # last: a summary cut short is redone
 
     def close(self, finished: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")

@@ -30,6 +30,8 @@ PLOTS = {
     "parallel_coordinate": "plot_parallel_coordinate",
 }
 FEW_TRIALS = 20  # below this many complete trials, parameter importances are mostly noise
+# Optuna's warnings that importances from few trials mean little (a regex): report.md says so itself
+IMPORTANCE_WARNING = r".*(importances will be equal|importance of the parameter may be inaccurate)"
 
 
 def figures(study: optuna.Study, out: Path) -> list[Path]:
@@ -45,8 +47,9 @@ def figures(study: optuna.Study, out: Path) -> list[Path]:
         return written
     for name, function in PLOTS.items():
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.filterwarnings("ignore", message=IMPORTANCE_WARNING, category=UserWarning)  # FEW_TRIALS
                 ax = getattr(plots, function)(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             log.info("no %s plot: %s", name, err)

@@ -18,6 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,22 +135,30 @@ def construct(kind: str, cls: type, kwargs: dict[str, Any], options: dict[str, d
             WARNED.add(message)
         kwargs.pop(key)
     try:
-        return cls(**kwargs)
+        with warnings.catch_warnings():  # QMCSampler, PatientPruner, some CmaEsSampler arguments: "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(
             f"hydra.sweeper.{kind} ({cls.__name__}): {err}. Fix the override or the sweep config."
         ) from err
 
 
-def budget(conf: SweeperConf, space: Space) -> int:
-    """``n_trials``, or fewer when the grid sampler's grid is smaller."""
+def grid_size(conf: SweeperConf, space: Space) -> int | None:
+    """The number of points of the grid sampler's grid; None for any other sampler."""
     sampler_class = target_class("sampler", conf.sampler["_target_"], optuna.samplers.BaseSampler)
     if not issubclass(sampler_class, optuna.samplers.GridSampler):
-        return conf.n_trials
+        return None
     size = 1
     for values in space.grid().values():
         size *= len(values)
-    return min(conf.n_trials, size)
+    return size
+
+
+def budget(conf: SweeperConf, space: Space) -> int:
+    """``n_trials``, or fewer when the grid sampler's grid is smaller."""
+    size = grid_size(conf, space)
+    return conf.n_trials if size is None else min(conf.n_trials, size)
 
 
 def open_study(conf: SweeperConf, storage: BaseStorage, space: Space, direction: str, worker: int = 0) -> optuna.Study:
@@ -192,9 +201,62 @@ def retry(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool:
 
 def remaining(study: optuna.Study, n_trials: int) -> int:
     """Trials still to ask for: the budget less the counted ones; queued (WAITING) trials are asked for too."""
-    trials = study.get_trials(deepcopy=False)
+    return to_run(study.get_trials(deepcopy=False), n_trials)
+
+
+def to_run(trials: list[FrozenTrial], n_trials: int) -> int:
+    """``remaining`` of these trials."""
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     return max(n_trials - len(counted(trials)), 0) + waiting
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A study's trials against its budget, counted as ``remaining`` counts them: every trial uses the budget
+    but a failed one that was queued again (``retried``; its queued copy counts instead)."""
+
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    retried: int  # of the failed ones
+    running: int
+    waiting: int
+    budget: int
+    to_run: int
+
+    @property
+    def used(self) -> bool:
+        """Nothing to ask for and nothing running (a running trial's worker may have died: it may run again)."""
+        return self.to_run == 0 and self.running == 0
+
+    def __str__(self) -> str:
+        states = [f"{self.complete} complete", f"{self.pruned} pruned", f"{self.failed} failed"]
+        states[-1] += f", {self.retried} of them retried" if self.retried else ""
+        states += [f"{self.running} running"] if self.running else []
+        states += [f"{self.waiting} queued"] if self.waiting else []
+        return (
+            f"{self.trials} trial{'s' if self.trials != 1 else ''} in the study ({', '.join(states)}), "
+            f"budget {self.budget}, {self.to_run} to run"
+        )
+
+
+def progress(study: optuna.Study, n_trials: int) -> Progress:
+    """The study's trials by state and what is left of budget ``n_trials``, from one read of its trials."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    failed = sum(s == TrialState.FAIL for s in states)
+    return Progress(
+        trials=len(trials),
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=failed,
+        retried=failed - sum(t.state == TrialState.FAIL for t in counted(trials)),
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+        budget=n_trials,
+        to_run=to_run(trials, n_trials),
+    )
 
 
 def ask(

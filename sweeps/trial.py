@@ -17,7 +17,8 @@ import optuna
 from omegaconf import DictConfig, open_dict
 from optuna.trial import TrialState
 
-from experiments.callbacks import Callback, Pruned
+from experiments.callbacks import Callback
+from experiments.outcome import Pruned
 from experiments.tracking import tags as T
 from sweeps.config import report_metric
 from sweeps.optuna_private import storage_of, study_id, trial_id
@@ -69,9 +70,9 @@ def run(
             cfg.tracking.tags[T.OVERRIDES] = " ".join(overrides)
     if parent_run_id:
         cfg.tracking.parent_run_id = parent_run_id
-    if cfg.tracking.run_name is None:
-        shown = " ".join(short_setting(key, value) for key, value in trial.params.items())
-        cfg.tracking.run_name = f"#{trial.number} {shown}"  # under the parent run "sweep <study>"
+    shown = " ".join(short_setting(key, value) for key, value in trial.params.items())
+    preset = f" ({cfg.tracking.run_name})" if cfg.tracking.run_name else ""  # a preset's name, after the trial's
+    cfg.tracking.run_name = f"#{trial.number} {shown}{preset}"  # under the parent run "sweep <study>"
     try:
         result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective), cfg.train.epochs)])
     except RunFailed as err:

@@ -1,4 +1,12 @@
-"""Fixtures for every test folder."""
+"""Fixtures for every test folder.
+
+Every test runs in an empty temporary working directory of its own (``_run_in_a_temporary_folder``), so that
+whatever a test or the code under it writes relative to the working directory (Hydra's ``outputs/`` and
+``multirun/``, ``./mlruns``) lands there and not in the checkout, and that no file a user put in the checkout
+(the README's ``mnist_train.csv``) is read by a test. A test that needs the checkout names it by absolute path
+(``Path(__file__).resolve().parents[...]``) or passes ``cwd=`` to its subprocess. Session- and module-scoped
+fixtures are set up before it, in the directory pytest started in.
+"""
 
 import os
 
@@ -15,6 +23,12 @@ def _no_tracking_uri_from_the_shell():
     yield
     if shell is not None:
         os.environ["MLFLOW_TRACKING_URI"] = shell
+
+
+@pytest.fixture(autouse=True)
+def _run_in_a_temporary_folder(tmp_path_factory, monkeypatch):
+    """Start the test in a new empty folder, apart from its ``tmp_path`` (whose listing some tests check)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(autouse=True)

@@ -7,13 +7,14 @@ Policies (``tracking.checkpoints.policy``): ``all`` epochs, ``every_k`` (and the
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import nn
-from nn.callbacks import StopTraining
 from nn.serialization import architecture, load_training_state, training_snapshot
+
+log = logging.getLogger("nnlab")
 
 FOLDER = "checkpoints"
 RESUME_FOLDER, RESUME_STATES = "resume", ("state_a.npz", "state_b.npz")  # a run's training state, written in turn
@@ -57,13 +58,13 @@ class Checkpoints:
     def save_resume_state(self, loop: nn.Loop) -> None:
         """Everything ``restore`` needs to continue after this epoch, in ``resume/`` in one of two files used in
         turn, so that a kill while one is being written leaves the other intact. Written before the callbacks
-        after the run's own see the epoch: ``restore`` shows it to them."""
+        after the run's own see the epoch: ``restore`` has them shown it. Each stateful callback's state is
+        keyed by its place among the stateful ones (early stopping: 0)."""
         states, arrays = {}, {}
-        for index, callback in enumerate(loop.callbacks):
-            if hasattr(callback, "state_dict"):
-                state = dict(callback.state_dict())
-                arrays |= {f"callback{index}/{k}": v for k, v in (state.pop("params", None) or {}).items()}
-                states[str(index)] = state
+        for index, callback in enumerate(stateful(loop.callbacks)):
+            state = dict(callback.state_dict())
+            arrays |= {f"callback{index}/{k}": v for k, v in (state.pop("params", None) or {}).items()}
+            states[str(index)] = state
         record = {"epoch": loop.epoch, "history": loop.history, "callbacks": states}
         spec, params, arrays = training_snapshot(loop.network, loop.trainer.state_dict(), record, arrays)
         self.upload(RESUME_FOLDER, RESUME_STATES[loop.epoch % 2], spec, params, arrays)
@@ -71,25 +72,25 @@ class Checkpoints:
 
 def restore(state_file: Path, loop: nn.Loop) -> None:
     """Put ``loop`` back where ``save_resume_state`` left it: weights, optimizer, schedule and random state, the
-    history, and each stateful callback (early stopping) as it was after seeing the state's epoch; sets
-    ``loop.stopped`` when one of them ends training there."""
+    history, and each stateful callback (early stopping) as it was; the loop shows them the state's epoch when
+    it runs (``loop.unseen``), which may stop training there."""
     saved, state, record = load_training_state(state_file)
     loop.network.set_params(saved.params)
     loop.trainer.load_state_dict(state)
     loop.history[:] = record["history"]
     loop.epoch = len(loop.history)
     states, arrays = record.get("callbacks", {}), record.get("arrays", {})
-    stateful = [c for c in loop.callbacks if hasattr(c, "load_state_dict")]
-    for index, callback in enumerate(loop.callbacks):
-        if callback in stateful and str(index) in states:
+    callbacks = stateful(loop.callbacks)
+    for index, callback in enumerate(callbacks):
+        if str(index) in states:
             prefix = f"callback{index}/"
             params = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)} or None
             callback.load_state_dict(states[str(index)] | {"params": params})
-    if loop.history:  # the state was written before these callbacks saw its epoch
-        row = loop.history[-1]
-        metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
-        try:
-            for callback in stateful:
-                callback.on_epoch_end(loop, metrics)
-        except StopTraining as stop:
-            loop.stopped = str(stop)
+    if len(states) > len(callbacks):
+        log.warning("the resume state holds %d callbacks' states, this run has %d", len(states), len(callbacks))
+    loop.unseen = callbacks  # the state was written before they saw its epoch
+
+
+def stateful(callbacks: list) -> list:
+    """The callbacks with a state to save and restore (early stopping): in the order of the loop's list."""
+    return [c for c in callbacks if hasattr(c, "state_dict") and hasattr(c, "load_state_dict")]

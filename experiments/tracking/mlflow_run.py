@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import nn
 from experiments import figures
-from experiments.callbacks import Callback, FinalEvaluation
+from experiments.callbacks import Callback, FinalEvaluation, no_test_set
 from experiments.outcome import outcome
 from experiments.store import experiment_id, first_line, resolve_store, root_cause, run_page, use_store
 from experiments.tracking import tags as T
@@ -149,7 +149,7 @@ class MlflowRun(Callback):
         if self.resume_run_id is not None:
             run = mlflow.start_run(run_id=self.resume_run_id, nested=nested, log_system_metrics=system)
             self.run_id = run.info.run_id
-            mlflow.set_tags({T.RESUMED_FROM_EPOCH: str(resumed_epochs)} | process_tags())
+            self._reopen(resumed_epochs)
             return
         tags = (
             environment_tags()
@@ -174,11 +174,28 @@ class MlflowRun(Callback):
             mlflow.log_artifacts(str(self.hydra_dir), "hydra")
         self._log_dataset(self.dataset)
 
+    def _reopen(self, resumed_epochs: int) -> None:
+        """A resumed run: its command line as first logged (for the description), and the tags of how it was cut
+        off removed, since it goes on."""
+        tags = self.client.get_run(self.run_id).data.tags
+        self.overrides = tags[T.OVERRIDES].split(" ") if tags.get(T.OVERRIDES) else []
+        for stale in (T.STATE, T.FAILURE_REASON, T.FAILED_EPOCH):
+            if stale in tags:
+                self.client.delete_tag(self.run_id, stale)
+        mlflow.set_tags({T.RESUMED_FROM_EPOCH: str(resumed_epochs)} | process_tags())
+
     def _log_dataset(self, dataset: Dataset) -> None:
         """The training set as the run's input: its source a file URI, tagged with the content checksum."""
         data = self._numpy_dataset(dataset.train, dataset.name, dataset)
         tags = {"checksum": dataset.checksum, "files": ", ".join(str(path) for path in dataset.files)}
         log_input(data, "training", tags)
+
+    def _logged_best(self, folder: Path) -> Path | None:
+        """The best epoch's weights as an earlier process of this (resumed) run logged them, or None."""
+        try:
+            return Path(self.client.download_artifacts(self.run_id, "checkpoints/best.npz", str(folder)))
+        except (MlflowException, OSError):
+            return None
 
     @staticmethod
     def _numpy_dataset(split, name: str, dataset: Dataset):
@@ -247,7 +264,9 @@ class MlflowRun(Callback):
             mlflow.log_metrics(test_metrics, step=epoch, model_id=models.get("last"), dataset=test_set)
         best = f"best validation accuracy {final['val/best_acc']:.4f} at epoch {final['best_epoch']}"
         result = (
-            f"test accuracy {final['test/acc']:.4f} (loss {final['test/loss']:.4f}), " if "test/acc" in final else ""
+            f"test accuracy {final['test/acc']:.4f} (loss {final['test/loss']:.4f}), "
+            if "test/acc" in final
+            else f"{no_test_set(dataset)}; "
         )
         weights = f" on the weights of epoch {kept}" if kept and kept != len(history) else ""
         outcome_line = f"Finished after {len(history)} epochs: {result}{best}{weights}."
@@ -279,7 +298,9 @@ class MlflowRun(Callback):
         )
         ids = {"last": last.model_id}
         best_epoch, best_file = self.checkpoints.best_epoch, self.checkpoints.best_file
-        if best_epoch != epochs and best_file.is_file():
+        if best_epoch != epochs and not best_file.is_file() and self.resume_run_id is not None:
+            best_file = self._logged_best(best_file.parent / "logged")
+        if best_epoch != epochs and best_file is not None and best_file.is_file():
             tags = {T.CHECKPOINT: "best", "epoch": str(best_epoch), "val/acc": f"{self.checkpoints.best_acc:.4f}"}
             best = log_model(nn.load(best_file), example, f"{name}-best", step=best_epoch, tags=tags)
             ids["best"] = best.model_id

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .idx import IMAGE_SIDE, NUM_CLASSES, DataError
 
@@ -57,6 +56,8 @@ def _read_slowly(path: Path, header: int | None, line_offset: int) -> np.ndarray
 
     Used only when the fast integer parse fails, to say where and why.
     """
+    import pandas as pd
+
     text = pd.read_csv(path, header=header, dtype=str, na_filter=False)
     numbers = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.argwhere(np.isnan(numbers) | (numbers != np.floor(numbers)))
@@ -135,6 +136,8 @@ def read_mnist_csv(
     header = 0 if has_header else None
     # Data row i (0-based) sits on this 1-based line of the file (blank lines aside).
     line_offset = 1 + int(has_header)
+    import pandas as pd  # here: pandas takes half a second to import, and only CSV data needs it
+
     try:
         values = pd.read_csv(path, header=header, dtype=np.int32).to_numpy()
     except pd.errors.ParserError as error:

@@ -143,15 +143,15 @@ def _find_idx_files(folder: Path) -> tuple[list[Path], list[str]]:
 
 
 def _missing_files_error(name: str, folder: Path, missing: list[str], reason: str) -> DataError:
+    """What is missing, why it was not downloaded, and the fix: one short line each."""
     wanted = ", ".join(f"{file}.gz" for file in IDX_FILES)
-    return DataError(
-        f"{name} files are missing from {folder}: {', '.join(missing)} (looked for "
-        f"each name with and without .gz). {reason} Put the four files {wanted} "
-        f"(gzipped or not) in {folder}, or select another data location with the "
-        "environment variable NNLAB_DATA_DIR (a folder holding mnist/ and "
-        "fashion_mnist/), the root argument of load_dataset, or the Hydra option "
-        "dataset.root."
-    )
+    lines = [
+        f"{name} files are missing from {folder}: {', '.join(missing)} (looked for each name with and without .gz).",
+        reason,
+        f"Put the four files {wanted} (gzipped or not) in {folder},",
+        f"or point dataset.root (the root argument of load_dataset; default $NNLAB_DATA_DIR) at a folder with {name}/.",
+    ]
+    return DataError("\n".join(line for line in lines if line))
 
 
 def _read_idx_dataset(name: str, root: Path, download: bool) -> _RawData:

@@ -2,7 +2,8 @@
 
 Every server runs in its own process group (``start_new_session``) and is stopped as a group: SIGTERM,
 then SIGKILL for whatever is left, since MLflow's server starts workers that outlive a killed parent.
-Screenshots and server logs go to ``$NNLAB_TEST_ARTIFACTS`` or ``tests/artifacts/``.
+Screenshots and server logs go to ``$NNLAB_TEST_ARTIFACTS`` (a folder CI keeps), else to a temporary folder
+of the session (``artifacts0`` under pytest's base temporary directory): nothing is written into the checkout.
 """
 
 from __future__ import annotations
@@ -158,9 +159,12 @@ def group_alive(pgid: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def artifacts_dir() -> Path:
-    """Where screenshots and server logs are kept: ``$NNLAB_TEST_ARTIFACTS`` or ``tests/artifacts/``."""
-    path = Path(os.environ.get("NNLAB_TEST_ARTIFACTS") or REPO / "tests" / "artifacts")
+def artifacts_dir(tmp_path_factory) -> Path:
+    """Where screenshots and server logs are kept: ``$NNLAB_TEST_ARTIFACTS``, else a temporary folder."""
+    chosen = os.environ.get("NNLAB_TEST_ARTIFACTS")
+    if not chosen:
+        return tmp_path_factory.mktemp("artifacts")
+    path = Path(chosen).expanduser().resolve()  # absolute: tests run in temporary working directories
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -22,6 +22,8 @@ import pytest
 
 from .conftest import free_port, group_alive
 
+pytestmark = pytest.mark.slow  # a server or a browser
+
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
@@ -213,11 +215,13 @@ def test_trials_compared_on_one_chart_per_metric(ui, page, shot):
 def test_the_run_link_opens_the_model_training_view(ui, page, shot):
     """What a run prints when it ends (``experiments.store.run_page``) opens its page in the model-training
     view, not the GenAI one the UI starts in."""
-    from experiments.store import UI_PORT, run_page
+    from experiments.store import run_page
 
     base, store, experiment_id, _, trials = ui
-    link = run_page(store.uri, experiment_id, trials[0].info.run_id).split()[0]
-    page.goto(link.replace(f"127.0.0.1:{UI_PORT}", base.split("//", 1)[1]))
+    port = int(base.rsplit(":", 1)[1].rstrip("/"))
+    link = run_page(store.uri, experiment_id, trials[0].info.run_id, ports=[port])
+    assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/") and " " not in link  # found serving the run
+    page.goto(link)
     close_assistant(page)
     expect(page.get_by_role("heading", name=trials[0].info.run_name)).to_be_visible()
     expect(page.get_by_role("link", name="Models", exact=True)).to_be_visible()  # the model-training sidebar

@@ -17,6 +17,8 @@ import pytest
 
 from .conftest import free_port, group_alive
 
+pytestmark = pytest.mark.slow  # a server or a browser
+
 
 def dashboard_command(storage: Path, port: int) -> list[str]:
     """The README's ``optuna-dashboard`` command (the venv's console script), on ``port``."""

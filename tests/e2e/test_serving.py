@@ -26,6 +26,8 @@ from nn.data import load_dataset
 
 from .conftest import free_port, group_alive, train_tracked
 
+pytestmark = pytest.mark.slow  # a server or a browser
+
 SAMPLES = 200
 
 

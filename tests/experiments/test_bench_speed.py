@@ -159,3 +159,24 @@ def test_a_reference_dir_without_the_loops_is_said_in_one_line(tmp_path, capsys)
     assert bench_speed.main(["--reference-dir", str(tmp_path)]) == 2
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "benchmarks/reference" in out
+
+
+def test_profile_says_what_it_measures_before_it_measures_it(tmp_path):
+    """``--profile`` works for tens of seconds (minutes on a busy machine): its first line comes at once, not
+    with the table at the end (a piped run printed nothing for 600 s)."""
+    import os
+    import subprocess
+
+    if not (Path(os.environ.get("NNLAB_DATA_DIR", "/nonexistent")) / "mnist").is_dir():
+        pytest.skip("the profile reads MNIST from $NNLAB_DATA_DIR")
+    script = Path(bench_speed.__file__)
+    process = subprocess.Popen([sys.executable, str(script), "--profile"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        first = process.stdout.readline()
+        done = process.poll()
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert first.startswith("profiling numpy kernels: an epoch of wide1024 steps"), first
+    assert done is None  # the line came while the work was still running

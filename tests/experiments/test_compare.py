@@ -113,6 +113,7 @@ def test_unknown_run_id_is_an_error(store):
         compare.compare_runs(store["uri"], [], run_ids=["0" * 32])
 
 
+@pytest.mark.slow
 def test_unreachable_stores_are_errors(tmp_path):
     with pytest.raises(compare.CompareError, match="There is no MLflow store at"):
         compare.compare_runs(f"sqlite:///{tmp_path}/missing.db", ["nnlab"])
@@ -134,9 +135,15 @@ def test_main_reads_the_store_named_by_mlflow_tracking_uri(store, tmp_path, caps
     assert "| high-lr |" in capsys.readouterr().out
 
 
+# a second metric per run, unrelated to the accuracy (test/loss and val/acc follow it: same std per group)
+F1 = {("0.1", 0): 0.70, ("0.1", 1): 0.60, ("0.1", 2): 0.95, ("0.01", 0): 0.50, ("0.01", 1): 0.52, ("0.01", 2): 0.40}
+
+
 @pytest.fixture(scope="module")
 def seeds_store(tmp_path_factory) -> dict:
-    """Six runs: two learning rates x three seeds, with bookkeeping params that differ, and a sweep parent."""
+    """Six runs: two learning rates x three seeds, with bookkeeping params that differ and a metric ``test/f1``
+    of their own; then, started later, a sweep parent and a learning-rate range test (tag ``nnlab.kind``)
+    whose params are the training runs' but for ``model.hidden`` and its ``lr_find.*``."""
     root = tmp_path_factory.mktemp("mlflow-seeds")
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(uri)
@@ -146,9 +153,16 @@ def seeds_store(tmp_path_factory) -> dict:
     for i, ((lr, seed), accuracy) in enumerate(sorted(accuracies.items())):
         run_id = log_run(client, experiment_id, f"lr={lr} seed={seed}", 1_000_000 + i, lr, accuracy)
         client.log_batch(run_id, params=[Param("train.seed", str(seed)), Param("tracking.dir", f"/tmp/{i}")])
-    parent = client.create_run(experiment_id, run_name="sweep s", tags={"nnlab.sweep": "s"}).info.run_id
+        client.log_metric(run_id, "test/f1", F1[lr, seed], step=0)
+    parent = client.create_run(experiment_id, 2_000_000, tags={"nnlab.sweep": "s"}, run_name="sweep s").info.run_id
     client.set_terminated(parent)
-    return {"uri": uri, "accuracies": accuracies, "parent": parent}
+    lr_find = client.create_run(experiment_id, 2_000_001, tags={"nnlab.kind": "lr_find"}, run_name="lr_find x")
+    params = {"optimizer.lr": "0.1", "seed": "0", "model.hidden": "32", "train.seed": "0"}
+    params |= {"lr_find.min_lr": "1e-07", "lr_find.max_lr": "10.0", "lr_find.suggestion": "0.05"}
+    client.log_batch(lr_find.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    client.log_metric(lr_find.info.run_id, "lr_find/loss", 2.3, step=0)
+    client.set_terminated(lr_find.info.run_id)
+    return {"uri": uri, "accuracies": accuracies, "parent": parent, "lr_find": lr_find.info.run_id}
 
 
 def test_parents_and_bookkeeping_params_are_left_out_unless_asked(seeds_store):
@@ -180,6 +194,48 @@ def test_group_by_gives_mean_and_std_over_seeds_as_pandas_computes_them(seeds_st
     assert shown["test/acc"].iloc[1] == f"{raw.mean()['0.1']:.4f} ± {raw.std()['0.1']:.4f}"
     with pytest.raises(compare.CompareError, match="do not differ in that param"):
         compare.group_table(table, "model.hidden", ["test/acc"])
+
+
+def test_group_by_two_metrics_keeps_each_metrics_own_mean_and_std(seeds_store):
+    """test/acc and test/f1 grouped at once: each column holds its own metric's mean and std, as pandas gives
+    them from the values logged (the two metrics' means and stds all differ, so a mix-up shows)."""
+    import pandas as pd
+
+    table = compare.compare_runs(seeds_store["uri"], ["nnlab"], metrics=["test/acc", "test/f1"])
+    grouped = compare.group_table(table, "optimizer.lr", ["test/acc", "test/f1"]).set_index("optimizer.lr")
+    raw = pd.DataFrame(
+        [{"lr": lr, "acc": acc, "f1": F1[lr, seed]} for (lr, seed), acc in seeds_store["accuracies"].items()]
+    ).groupby("lr")
+    mean, std = raw.mean(), raw.std()
+    for metric, column in (("test/acc", "acc"), ("test/f1", "f1")):
+        for lr in ("0.01", "0.1"):
+            assert grouped.loc[lr, f"{metric} mean"] == pytest.approx(mean.loc[lr, column], abs=1e-12)
+            assert grouped.loc[lr, f"{metric} std"] == pytest.approx(std.loc[lr, column], abs=1e-12)
+    shown = compare.mean_std_markdown(grouped.reset_index(), ["test/acc", "test/f1"]).set_index("optimizer.lr")
+    assert (
+        shown.loc["0.1", "test/f1"] == f"{mean.loc['0.1', 'f1']:.4f} ± {std.loc['0.1', 'f1']:.4f}" == "0.7500 ± 0.1803"
+    )
+    assert shown.loc["0.01", "test/acc"] == f"{mean.loc['0.01', 'acc']:.4f} ± {std.loc['0.01', 'acc']:.4f}"
+
+
+def test_range_tests_are_left_out_with_the_params_only_they_differ_in(seeds_store, tmp_path, capsys):
+    """A learning-rate range test trains nothing to compare: left out unless asked, and so are its lr_find.*
+    params and model.hidden, which only it sets apart; --max-runs counts the training runs shown."""
+    table = compare.compare_runs(seeds_store["uri"], ["nnlab"], max_runs=6)
+    assert len(table) == 6 and seeds_store["lr_find"] not in set(table["run_id"])  # the newest run is the range test
+    assert [c for c in table.columns if c not in compare.DEFAULT_METRICS] == [
+        *compare.RUN_COLUMNS,
+        "optimizer.lr",
+        "train.seed",
+    ]
+    assert compare.main(["--tracking-uri", seeds_store["uri"], "--metrics", "test/acc", "--out", str(tmp_path)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == "| run_id | run | status | start_time | optimizer.lr | train.seed | test/acc |"
+    with_it = compare.compare_runs(seeds_store["uri"], ["nnlab"], lr_find=True)
+    assert seeds_store["lr_find"] in set(with_it["run_id"]) and len(with_it) == 7
+    assert {"model.hidden", "lr_find.suggestion"} <= set(with_it.columns)
+    assert compare.main(["--tracking-uri", seeds_store["uri"], "--lr-find", "--out", str(tmp_path)]) == 0
+    assert "| lr_find x |" in capsys.readouterr().out
 
 
 def test_the_command_writes_the_grouped_table(seeds_store, tmp_path, capsys):

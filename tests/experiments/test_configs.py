@@ -13,7 +13,7 @@ import pytest
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_class
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
 import nn
@@ -67,6 +67,7 @@ def test_help_lists_only_the_groups_a_user_chooses_from():
     assert groups == {*GROUPS, "r1_history"} and "schema" not in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_option_composes_and_trains_one_epoch(
     group, option, compose, tmp_path, mlflow_store, experiment_name
@@ -504,3 +505,18 @@ def test_bad_values_stop_train_before_anything_is_tracked(
     assert "\n" not in message
     assert mlflow_store.runs(experiment_name) == []
     assert mlflow_store.client.get_experiment_by_name(experiment_name) is None
+
+
+class TakesAnyKeyword:
+    def __init__(self, note: str = "", **options) -> None:
+        self.note, self.options = note, options
+
+
+def test_a_target_taking_any_keyword_takes_any_key_and_runtime_arguments_are_not_offered(compose):
+    cfg = compose("callbacks=early_stopping")
+    cfg.callbacks.early_stopping._target_ = f"{__name__}.TakesAnyKeyword"
+    with open_dict(cfg):
+        cfg.callbacks.early_stopping.anything = 1
+    assert build.unknown_keys(cfg) is None
+    message = build.unknown_keys(compose("augment=affine", "+augment.shfit=2"))
+    assert "in augment: shfit (did you mean shift?)" in message and "image_shape" not in message

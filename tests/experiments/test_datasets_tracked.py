@@ -144,6 +144,7 @@ def test_an_exception_while_finishing_closes_the_run_failed_with_its_epochs_kept
     assert len(mlflow_store.client.get_metric_history(run.info.run_id, "val/acc")) == 2
 
 
+@pytest.mark.slow
 def test_the_command_exits_non_zero_with_one_paragraph_and_a_failed_run(mlflow_store, experiment_name, tmp_path):
     # The real entry point in its own process, with the dataset input refused as MLflow refused CSV sources.
     script = (
@@ -153,14 +154,13 @@ def test_the_command_exits_non_zero_with_one_paragraph_and_a_failed_run(mlflow_s
         "def refuse(self, dataset):\n"
         "    raise MlflowException('Could not find a source information resolver')\n"
         "mlflow_run.MlflowRun._log_dataset = refuse\n"
-        "sys.argv = ['experiments/run.py', *sys.argv[1:]]\n"
-        "runpy.run_path('experiments/run.py', run_name='__main__')\n"
+        f"sys.argv = [{str(REPO / 'experiments' / 'run.py')!r}, *sys.argv[1:]]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
     )
     overrides = ["dataset=digits", *FAST, *QUIET, *mlflow_store.overrides(experiment_name)]
     env = os.environ | {"MPLBACKEND": "Agg", "MLFLOW_DISABLE_TELEMETRY": "true"}
     done = subprocess.run(
         [sys.executable, "-c", script, *overrides, f"hydra.run.dir={tmp_path / 'out'}"],
-        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from experiments.lr_find import find_lr
 from experiments.train import train
 
@@ -18,10 +20,11 @@ GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 
 def lr_find_cli(*overrides: str) -> subprocess.CompletedProcess:
     """``python experiments/lr_find.py`` on digits, untracked, with ``overrides``."""
-    command = [sys.executable, "experiments/lr_find.py", *DIGITS, "tracking=none", *overrides]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, str(REPO / "experiments" / "lr_find.py"), *DIGITS, "tracking=none", *overrides]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)  # in the test's own folder
 
 
+@pytest.mark.slow
 def test_suggestion_on_digits_is_within_3x_of_the_grids_best(compose, mlflow_store, experiment_name):
     test = find_lr(compose(*DIGITS, *mlflow_store.overrides(experiment_name)), DIGITS)
     grid = {lr: train(compose(*DIGITS, "tracking=none", f"optimizer.lr={lr}")).objective for lr in GRID}
@@ -38,6 +41,7 @@ def test_suggestion_on_digits_is_within_3x_of_the_grids_best(compose, mlflow_sto
     assert "figures/lr_find.png" in mlflow_store.artifacts(run.info.run_id)
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_override_to_train_with(tmp_path):
     done = lr_find_cli("lr_find.steps=100")
     assert done.returncode == 0, done.stderr
@@ -48,6 +52,7 @@ def test_the_command_prints_the_override_to_train_with(tmp_path):
     assert "optimizer.lr=" in command[0] and "lr_find." not in command[0]
 
 
+@pytest.mark.slow
 def test_a_bad_setting_is_one_paragraph_and_exit_2():
     done = lr_find_cli("lr_find.min_lr=-1")
     assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout

@@ -316,6 +316,7 @@ def digits_run(tmp_path_factory, compose):
     return uri, run.info.run_id, last.model_id
 
 
+@pytest.mark.slow
 def test_run_id_and_model_uris_give_the_same_predictions(digits_run, tmp_path, capsys):
     import mlflow
 

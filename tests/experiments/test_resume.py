@@ -5,9 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from omegaconf import open_dict
 
 import nn
 from experiments import reproduce as reproduce_cmd
@@ -15,6 +18,7 @@ from experiments import resume as resume_cmd
 from experiments.runs import RunError
 from experiments.train import train
 
+RUN = Path(__file__).resolve().parents[2] / "experiments" / "run.py"
 RECIPE = [
     "dataset=digits",
     "train.epochs=8",
@@ -32,7 +36,7 @@ def last_weights(store, run_id, tmp_path) -> dict[str, np.ndarray]:
 
 def start_and_kill(store, experiment, tmp_path, after_epoch: int) -> str:
     """Run experiments/run.py in a subprocess and SIGKILL it once epoch ``after_epoch`` is logged."""
-    command = [sys.executable, "experiments/run.py", *RECIPE, *store.overrides(experiment),
+    command = [sys.executable, str(RUN), *RECIPE, *store.overrides(experiment),
                "tracking.run_name=killed", f"hydra.run.dir={tmp_path}/hydra"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:
@@ -46,6 +50,7 @@ def start_and_kill(store, experiment, tmp_path, after_epoch: int) -> str:
     return run.info.run_id
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_in_place_to_bit_identical_weights(compose, mlflow_store, experiment_name, tmp_path):
     train(compose(*RECIPE, *mlflow_store.overrides(experiment_name), "tracking.run_name=uninterrupted"))
     killed = start_and_kill(mlflow_store, experiment_name, tmp_path, after_epoch=4)
@@ -97,6 +102,7 @@ def test_resume_and_reproduce_commands_report_unknown_runs(mlflow_store, capsys)
     assert "no run '0123456789abcdef'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reproduce_gets_identical_metrics_and_tags_the_new_run(compose, mlflow_store, experiment_name, capsys):
     train(compose(*RECIPE, "train.epochs=3", *mlflow_store.overrides(experiment_name)))
     original = mlflow_store.only_run(experiment_name)
@@ -144,3 +150,64 @@ def test_resume_takes_the_newest_training_state_whichever_file_holds_it(
     names = {a.path for a in mlflow_store.client.list_artifacts(run_id, "resume")}
     assert names == {"resume/state_a.npz", "resume/state_b.npz"}  # in a folder of their own
     assert latest_training_state(mlflow_store.client, run_id, tmp_path)[1] == epochs
+
+
+def test_a_resumed_run_keeps_its_best_model_and_command_and_drops_the_interruption(
+    compose, mlflow_store, experiment_name
+):
+    """Cut off at epoch 6 (best validation accuracy at epoch 5) and resumed in a new tracker: the -best model
+    is logged from the checkpoint the first process wrote, the description keeps the run's command line, and
+    the tags of the interruption are gone."""
+    from experiments.callbacks import Callback
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, loop, metrics):
+            if loop.epoch == 6:
+                raise KeyboardInterrupt
+
+    settings = ["dataset=digits", "model=mlp128", "train.epochs=8", "train.progress=false", "optimizer.lr=0.2"]
+    cfg = compose(*settings, "schedule=constant", "tracking.misclassified=0", *mlflow_store.overrides(experiment_name))
+    with open_dict(cfg):  # what run.py records from its command line
+        cfg.tracking.tags["nnlab.overrides"] = "model=mlp128 optimizer.lr=0.2"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Interrupt()])
+    run_id = mlflow_store.only_run(experiment_name).info.run_id
+    assert mlflow_store.client.get_run(run_id).data.tags["nnlab.failure_reason"] == "interrupted (Ctrl-C)"
+
+    resume_cmd.resume(run_id, mlflow_store.uri)
+
+    run = mlflow_store.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["best_epoch"] == 5  # the best is not the last epoch
+    assert run.data.tags["nnlab.state"] == "finished"
+    assert "nnlab.failure_reason" not in run.data.tags and "nnlab.failed_epoch" not in run.data.tags
+    assert run.data.tags["mlflow.note.content"].startswith("`python experiments/run.py model=mlp128 optimizer.lr=0.2`")
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                         filter_string=f"source_run_id = '{run_id}'")  # fmt: skip
+    assert sorted((m.tags["nnlab.checkpoint"], m.tags["epoch"]) for m in models) == [("best", "5"), ("last", "8")]
+
+
+def test_callback_states_are_keyed_by_their_place_among_the_stateful_callbacks(tmp_path):
+    """The harness's own callbacks before early stopping may change from one version to the next: a resume
+    state keys each stateful callback by its place among the stateful ones, so it reaches the same callback."""
+    from experiments.tracking.checkpoints import Checkpoints, restore
+    from nn.callbacks import Callback, EarlyStopping, PrintProgress
+    from nn.serialization import write
+
+    files = {}
+
+    def upload(folder, name, spec, params, extra):
+        files[name] = write(tmp_path / folder / name, spec, params, extra)
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64)
+    stopper = EarlyStopping(patience=5)
+    loop = nn.Loop(nn.Trainer(nn.mlp([4, 8, 2]), nn.SGD(lr=0.1)), X, y, X, y, 3, [PrintProgress(), stopper])
+    loop.run()
+    Checkpoints("best_and_last", 1, tmp_path, upload, []).save_resume_state(loop)
+    fresh = EarlyStopping(patience=5)
+    later = nn.Loop(nn.Trainer(nn.mlp([4, 8, 2]), nn.SGD(lr=0.1)), X, y, X, y, 6, [Callback(), Callback(), fresh])
+    restore(files["state_b.npz"], later)
+    assert (fresh.best, fresh.best_epoch, fresh.wait) == (stopper.best, stopper.best_epoch, stopper.wait)
+    for key, value in stopper.best_params.items():
+        np.testing.assert_array_equal(fresh.best_params[key], value)
+    assert later.unseen == [fresh] and len(later.history) == 3

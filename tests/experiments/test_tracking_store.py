@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,6 +53,7 @@ def test_making_a_store_current_leaves_the_environment_as_it_was(monkeypatch, tm
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
 
 
+@pytest.mark.slow
 def test_runs_in_one_process_follow_their_dir_and_the_variable(compose, mlflow_store, monkeypatch, tmp_path):
     from experiments.train import train
 
@@ -98,4 +103,48 @@ def test_experiment_id_creates_once_and_then_finds(tmp_path: Path):
     ids=["http", "https", "databricks", "sqlite", "postgresql"],
 )
 def test_the_run_page_hint_works_for_each_kind_of_store(uri, page):
-    assert store.run_page(uri, "3", "abc") == page
+    port = free_port()
+    if "serve the UI" in page:  # a local UI: on the free port given
+        page = page.replace("127.0.0.1:5000", f"127.0.0.1:{port}").replace("--port 5000", f"--port {port}")
+    assert store.run_page(uri, "3", "abc", ports=[port]) == page
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def fake_ui(known_run: str):
+    """An HTTP server on a free port answering MLflow's runs/get: 200 for ``known_run``, 404 for any other."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the name http.server calls)
+            self.send_response(200 if self.path.endswith(f"run_id={known_run}") else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_run_page_points_at_a_ui_already_serving_the_run_else_at_a_free_port():
+    uri = "sqlite:////data/runs/mlflow.db"
+    with fake_ui("abc") as serving, fake_ui("other") as another_store:
+        taken = another_store  # a UI of another store holds this port: skipped
+        free = free_port()
+        assert store.run_page(uri, "3", "abc", ports=[taken, serving, free]) == (
+            f"http://127.0.0.1:{serving}/#/experiments/3/runs/abc?workflowType=machine_learning"
+        )
+        page = store.run_page(uri, "3", "xyz", ports=[taken, serving, free])  # no UI serves xyz
+    assert page.startswith(f"http://127.0.0.1:{free}/#/experiments/3/runs/xyz")
+    assert page.endswith(f"--backend-store-uri {uri} --host 127.0.0.1 --port {free} --workers 1)")

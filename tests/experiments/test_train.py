@@ -7,6 +7,7 @@ import math
 import os
 import re
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
@@ -16,11 +17,13 @@ import pytest
 from omegaconf import OmegaConf
 
 import nn
-from experiments.callbacks import Callback, FinalEvaluation, Pruned, StuckAtChance, check_progress
+from experiments.callbacks import Callback, FinalEvaluation, check_progress
+from experiments.outcome import Pruned, StuckAtChance
 from experiments.store import use_store
 from experiments.train import train
 from tests.experiments.conftest import inputs_by_context
 
+REPO = Path(__file__).resolve().parents[2]
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "epoch_time")
 QUICK = ["dataset=digits", "model=mlp128", "train.progress=false"]
 IMAGE = re.compile(r"^images/val_confusion\+step\+(\d+)\+timestamp\+\d+\+[0-9a-f-]+(\+compressed)?\.(png|webp)$")
@@ -47,8 +50,8 @@ def run_train(cfg) -> SimpleNamespace:
 
 
 def git_head() -> str | None:
-    """The commit checked out in the working directory (where the tracker asks git), None outside a checkout."""
-    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.getcwd())
+    """The commit of the checkout the code runs from (where the tracker asks git), None outside a checkout."""
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO)
     return git.stdout.strip() if git.returncode == 0 else None
 
 
@@ -440,6 +443,37 @@ def test_a_run_that_blew_up_is_stopped_with_its_cause_and_told_to_lower_the_rate
         check_progress(history, 10, divergence())
 
 
+@pytest.mark.parametrize(
+    ("clipper", "advice"),
+    [
+        (None, "Lower optimizer.lr, or add clipping=value or clipping=norm."),
+        (nn.NoClip(), "Lower optimizer.lr, or add clipping=value or clipping=norm."),
+        (nn.ClipByValue(5.0), "Lower optimizer.lr, or clip tighter than clipping.value=5."),  # R1 already clips
+        (nn.ClipByNorm(2.5), "Lower optimizer.lr, or clip tighter than clipping.max_norm=2.5."),
+    ],
+)
+def test_the_advice_after_a_divergence_adds_clipping_only_to_a_run_without_it(clipper, advice):
+    with pytest.raises(StuckAtChance) as caught:
+        check_progress(BLOWN_UP, 10, divergence(), clipper)
+    assert str(caught.value).endswith(f"the run diverged. {advice}")
+
+
+def test_a_diverged_loss_in_a_clipped_run_is_told_to_clip_tighter(compose):
+    result = train(compose(*QUICK, "train.epochs=2", "optimizer.lr=1e4", "clipping=value", "tracking=none"))
+    assert result.status == "diverged" and result.reason.endswith("clip tighter than clipping.value=5.")
+
+
+def test_a_run_without_a_test_set_says_so_in_the_log(caplog):
+    from types import SimpleNamespace
+
+    dataset = SimpleNamespace(name="csv", test=None)
+    loop = SimpleNamespace(history=[{"epoch": 1, "val/acc": 0.5}], final={})
+    with caplog.at_level("WARNING", logger="nnlab"):
+        FinalEvaluation(dataset).on_train_end(loop)
+    assert loop.final == {"val/best_acc": 0.5, "best_epoch": 1}
+    assert "csv has no labelled test set here" in caplog.text and "no test metrics are logged" in caplog.text
+
+
 def test_a_run_too_slow_to_leave_chance_goes_on_with_advice_to_raise_the_rate():
     warning = check_progress(TOO_SLOW, 10, divergence())
     assert "learns too slowly" in warning and "Raise optimizer.lr" in warning and "diverged" not in warning
@@ -466,6 +500,7 @@ def test_only_accuracy_within_the_margin_of_chance_is_judged(val_acc, epoch, num
         assert check_progress(history, num_classes, divergence(check_after)) is None
 
 
+@pytest.mark.slow
 def test_a_too_slow_run_finishes_with_a_warning_tag(compose, mlflow_store, experiment_name):
     cfg = compose(*QUICK, "optimizer.lr=1e-4", "train.epochs=2", *mlflow_store.overrides(experiment_name))
     result = train(cfg)
@@ -613,6 +648,7 @@ def test_a_diverged_run_is_told_from_a_crashed_one_by_its_state(compose, mlflow_
     assert run.data.tags["mlflow.note.content"].endswith(run.data.tags["nnlab.failure_reason"])  # in full
 
 
+@pytest.mark.slow
 def test_register_as_registers_the_final_model_as_a_new_version(compose, mlflow_store):
     first = tracked_run(compose, mlflow_store, "register-as", "train.epochs=2", "tracking.register_as=digits-mlp128")
     versions = mlflow_store.client.search_model_versions("name = 'digits-mlp128'")
@@ -664,6 +700,7 @@ STOP_AT_4 = [  # nothing improves val/acc by 1.0: the best is epoch 1, the stop 
 ]
 
 
+@pytest.mark.slow
 def test_early_stopping_finishes_the_run_on_the_best_epochs_weights(compose, mlflow_store, experiment_name):
     seen = EpochWeights()
     cfg = compose(*QUICK, "train.epochs=20", *STOP_AT_4, *mlflow_store.overrides(experiment_name))
@@ -692,6 +729,7 @@ def test_early_stopping_finishes_the_run_on_the_best_epochs_weights(compose, mlf
     assert not same_params(network.params, seen.weights[1])  # last.npz: epoch 4's weights, as trained
 
 
+@pytest.mark.slow
 def test_early_stopping_survives_a_resume(compose, mlflow_store, tmp_path):
     """Interrupted at epoch 2, resumed: it stops at epoch 4 on epoch 1's weights, bit for bit like a run
     never interrupted."""
@@ -734,6 +772,7 @@ def test_per_layer_diagnostics_are_logged_under_watch_unless_turned_off(all_poli
     assert not math.isnan(off.run.data.metrics["grad_norm"])  # the global norm is measured all the same
 
 
+@pytest.mark.slow
 def test_a_mostly_dead_layer_is_named_in_the_description(compose, mlflow_store, experiment_name):
     class KillUnits(Callback):  # 100 of the 128 units of the hidden ReLU can never fire again
         def on_train_start(self, loop) -> None:

@@ -62,6 +62,7 @@ def test_a_broken_store_is_refused_before_any_data_is_read(store, says, compose,
     assert (tmp_path / "junk.db").read_text() == "junk\n"  # nothing overwritten
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_is_refused_within_15_seconds(compose, monkeypatch):
     no_data(monkeypatch)
     start = time.monotonic()
@@ -70,6 +71,7 @@ def test_an_unreachable_tracking_server_is_refused_within_15_seconds(compose, mo
     assert time.monotonic() - start < 15
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_one_paragraph_and_exits_2_for_a_broken_store(tmp_path):
     (tmp_path / "mlflow.db").write_text("junk\n")
     done = subprocess.run([*RUN, *QUICK, f"tracking.dir={tmp_path}"], capture_output=True, text=True, cwd=tmp_path)
@@ -77,6 +79,7 @@ def test_the_command_line_prints_one_paragraph_and_exits_2_for_a_broken_store(tm
     assert "Traceback" not in done.stderr and "is not a SQLite database" in done.stderr + done.stdout
 
 
+@pytest.mark.slow
 def test_processes_starting_at_once_on_a_new_store_all_log_their_run(tmp_path):
     store = tmp_path / "store"
     command = [*RUN, *QUICK, "train.epochs=1", f"tracking.dir={store}", "tracking.misclassified=0"]
@@ -108,18 +111,22 @@ def only_run(tmp_path):
     return client, run
 
 
+@pytest.mark.slow
 def test_sigterm_closes_the_run_as_killed_and_exits_143_with_one_line(tmp_path):
     process = start_run(tmp_path)
     wait_for_epoch(process)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 143, output[-2000:]
-    assert "Traceback" not in output and "terminated (SIGTERM): a run still in progress is closed as KILLED" in output
     client, run = only_run(tmp_path)
+    run_id = run.info.run_id
+    assert "Traceback" not in output and f"terminated (SIGTERM): MLflow run {run_id} is closed as KILLED" in output
+    assert f"python experiments/resume.py {run_id} continues it" in output  # the command to type, with the id
     assert run.info.status == "KILLED" and run.data.tags["nnlab.failure_reason"] == "terminated (SIGTERM)"
     assert "checkpoints/last.npz" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     process = start_run(tmp_path)
     wait_for_epoch(process)
@@ -215,16 +222,19 @@ def test_a_run_whose_end_the_store_refuses_is_not_reported_finished(
 
 
 def test_a_store_that_cannot_be_created_is_refused_in_one_paragraph(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
     from experiments import store as store_module
 
     def refused(self, *args, **kwargs):
         raise disk_full()
 
-    monkeypatch.setattr(store_module.MlflowClient, "search_experiments", refused)
+    monkeypatch.setattr(MlflowClient, "search_experiments", refused)
     with pytest.raises(StoreError, match=r"could not be created \(OperationalError: database or disk is full\)"):
         store_module.open_store(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")
 
 
+@pytest.mark.slow
 def test_a_run_orphaned_by_sigkill_is_closed_by_the_next_command_on_the_store(tmp_path):
     process = start_run(tmp_path)
     wait_for_epoch(process)
@@ -240,6 +250,7 @@ def test_a_run_orphaned_by_sigkill_is_closed_by_the_next_command_on_the_store(tm
     assert f"pid {closed.data.tags['nnlab.pid']}" in closed.data.tags["nnlab.failure_reason"]
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_killed_before_its_first_state_closes_it(compose, mlflow_store, experiment_name, capsys):
     cfg = compose(
         *QUICK, "train.epochs=1", "tracking.checkpoints.policy=none", *mlflow_store.overrides(experiment_name)
@@ -274,6 +285,7 @@ def test_read_commands_do_not_create_a_store_at_a_mistyped_path(tmp_path, capsys
     assert not missing.parent.exists()
 
 
+@pytest.mark.slow
 def test_artifacts_go_beside_the_sqlite_store_not_into_the_current_folder(tmp_path):
     store, here = tmp_path / "elsewhere", tmp_path / "here"
     here.mkdir()
@@ -316,6 +328,7 @@ def test_a_csv_too_small_to_split_names_the_file_and_the_key(compose, tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_sweep_config_errors_end_in_one_message_and_exit_2(tmp_path):
     for bad in (
         "hydra.sweeper.n_trials=0",
@@ -352,6 +365,7 @@ def test_ci_refuses_to_run_without_the_data_folder(tmp_path):
         assert found.returncode == 0 and Path(found.stdout.strip()).resolve() == Path(data_dir).resolve()
 
 
+@pytest.mark.slow
 def test_predict_against_an_unreachable_tracking_server_gives_up_within_15_seconds():
     start = time.monotonic()
     with pytest.raises(predict.InputError, match="did not answer within 8 s"):

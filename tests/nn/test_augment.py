@@ -144,6 +144,18 @@ def test_probability_half_augments_about_half():
     assert 0.4 < changed < 0.6
 
 
+@pytest.mark.parametrize("probability", [0.2, 0.9])
+def test_probability_is_the_share_of_images_augmented(probability):
+    """p, not 1 - p: an asymmetric p tells them apart (at p = 0.5 both give half)."""
+    n = 3000
+    x = digit_like(n)
+    out = Augmenter(probability=probability)(x, np.random.default_rng(0))
+    changed = np.any(out != x, axis=1)
+    tolerance = 5 * np.sqrt(probability * (1 - probability) / n)  # 5 binomial standard deviations: 0.037, 0.027
+    assert abs(changed.mean() - probability) < tolerance, (changed.mean(), probability)
+    np.testing.assert_array_equal(out[~changed], x[~changed])  # the others are returned exactly
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [

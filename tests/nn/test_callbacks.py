@@ -179,3 +179,44 @@ def test_on_batch_end_sees_every_step():
 
     nn.fit(nn.mlp([2, 2]), X, y, epochs=2, batch_size=20, verbose=False, callbacks=[Bar()])
     assert steps == [(e, s, 3) for e in (1, 2) for s in range(3)]
+
+
+def test_a_callback_failing_in_on_exception_does_not_keep_the_others_from_theirs(caplog):
+    X, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int64)
+    closed = []
+
+    class Opened(nn.callbacks.Callback):  # first in the list: closes last, as a tracker does
+        def on_exception(self, loop, error):
+            closed.append(str(error))
+
+    class Clumsy(nn.callbacks.Callback):
+        def on_epoch_end(self, loop, metrics):
+            raise RuntimeError("the first error")
+
+        def on_exception(self, loop, error):
+            raise ValueError("cleanup failed")
+
+    with pytest.raises(RuntimeError, match="the first error"):
+        nn.fit(nn.mlp([2, 2]), X, y, epochs=2, verbose=False, callbacks=[Opened(), Clumsy()])
+    assert closed == ["the first error"]
+    assert "Clumsy.on_exception failed" in caplog.text
+
+
+def test_callbacks_a_restored_state_missed_see_its_last_epoch_after_on_train_start():
+    X, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int64)
+    seen = []
+
+    class Spy(nn.callbacks.Callback):
+        def on_train_start(self, loop):
+            seen.append(("start", loop.epoch))
+
+        def on_epoch_end(self, loop, metrics):
+            seen.append(("epoch", loop.epoch, metrics["train/loss"]))
+
+    spy = Spy()
+    trainer = nn.Trainer(nn.mlp([2, 2]), nn.SGD(lr=0.1))
+    loop = nn.Loop(trainer, X, y, epochs=3, callbacks=[spy], history=[{"epoch": 1, "train/loss": 0.5}])
+    loop.unseen = [spy]
+    loop.run()
+    assert [event[:2] for event in seen] == [("start", 1), ("epoch", 1), ("epoch", 2), ("epoch", 3)]
+    assert seen[1][2] == 0.5  # the restored row

@@ -486,10 +486,68 @@ def test_csv_dataset_with_labelled_test(tmp_path):
     assert dataset.files == (train_csv.resolve(), test_csv.resolve())
 
 
-def test_csv_dataset_relative_paths_resolve_under_root(tmp_path):
-    write_csv(tmp_path / "mnist_train.csv", *fake_digits(100, seed=1))
-    dataset = load_dataset("csv", tmp_path, train_csv="mnist_train.csv")
-    assert len(dataset.train.y) == 90 and dataset.test is None
+def csv_folders(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A data root holding mnist_train.csv (100 rows) and mnist_test.csv (30), and an empty working directory."""
+    root, cwd = tmp_path / "root", tmp_path / "cwd"
+    root.mkdir()
+    cwd.mkdir()
+    write_csv(root / "mnist_train.csv", *fake_digits(100, seed=1))
+    write_csv(root / "mnist_test.csv", *fake_digits(30, seed=2))
+    monkeypatch.chdir(cwd)  # whatever the folder pytest started in holds (the README puts mnist_train.csv there)
+    return root, cwd
+
+
+def test_csv_dataset_relative_paths_resolve_under_root(tmp_path, monkeypatch):
+    root, _ = csv_folders(tmp_path, monkeypatch)
+    dataset = load_dataset("csv", root, train_csv="mnist_train.csv", test_csv="mnist_test.csv")
+    assert (len(dataset.train.y), len(dataset.val.y), len(dataset.test.y)) == (90, 10, 30)
+    assert dataset.files == ((root / "mnist_train.csv").resolve(), (root / "mnist_test.csv").resolve())
+    assert dataset.source == (root / "mnist_train.csv").resolve().as_uri()
+
+
+def test_csv_dataset_relative_paths_prefer_the_working_directory(tmp_path, monkeypatch):
+    """A relative path typed on the command line means the user's folder first; root only where it lacks the file."""
+    root, cwd = csv_folders(tmp_path, monkeypatch)
+    write_csv(cwd / "mnist_train.csv", *fake_digits(50, seed=3))  # same name as root's, other content
+    dataset = load_dataset("csv", root, train_csv="mnist_train.csv", test_csv="mnist_test.csv")
+    assert (len(dataset.train.y), len(dataset.val.y), len(dataset.test.y)) == (45, 5, 30)
+    assert dataset.files == ((cwd / "mnist_train.csv").resolve(), (root / "mnist_test.csv").resolve())
+    in_root = load_dataset("csv", root, train_csv=str(root / "mnist_train.csv"), test_csv="mnist_test.csv")
+    assert dataset.checksum != in_root.checksum  # the content read is the working directory's file
+
+
+def every_pixel_value(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 28, 28) holding each of 0..255 (the first image all of them, in order), balanced labels (n,)."""
+    images, labels = fake_digits(n, seed)
+    images.reshape(n, -1)[0, :256] = np.arange(256)
+    images[1] = 255  # all white
+    images[2] = 0  # all black
+    return images, labels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_csv_and_idx_give_the_same_pixel_values(tmp_path, dtype):
+    """The same images as gzipped IDX files and as CSV files load to value-for-value equal X and y, pixel / 255."""
+    train, test = every_pixel_value(60, seed=4), every_pixel_value(20, seed=5)
+    root = tmp_path / "data"
+    (root / "mnist").mkdir(parents=True)
+    for name, array in zip(IDX_NAMES, (*train, *test), strict=True):
+        write_idx(root / "mnist" / f"{name}.gz", array, gz=True)
+    train_csv = write_csv(tmp_path / "mnist_train.csv", *train)
+    test_csv = write_csv(tmp_path / "mnist_test.csv", *test, header=False)
+    options = {"val_fraction": 0.25, "seed": 7, "dtype": dtype}
+    from_idx = load_dataset("mnist", root, download=False, **options)
+    from_csv = load_dataset("csv", root, train_csv=str(train_csv), test_csv=str(test_csv), **options)
+    for part in ("train", "val", "test"):
+        idx_part, csv_part = getattr(from_idx, part), getattr(from_csv, part)
+        assert csv_part.X.dtype == dtype and idx_part.X.dtype == dtype
+        np.testing.assert_array_equal(csv_part.X, idx_part.X, err_msg=part)
+        np.testing.assert_array_equal(csv_part.y, idx_part.y, err_msg=part)
+    # Both against the definition, so that a scaling wrong in both readers fails too.
+    np.testing.assert_allclose(from_csv.test.X, test[0].reshape(20, -1) / 255.0, rtol=1e-6, atol=0)
+    assert from_csv.test.X[0, 255] == 1.0 and from_csv.test.X[0, 0] == 0.0
+    assert np.all(from_csv.test.X[1] == 1.0) and np.all(from_csv.test.X[2] == 0.0)
+    assert [len(part.y) for part in (from_csv.train, from_csv.val, from_csv.test)] == [45, 15, 20]
 
 
 def test_csv_dataset_with_unlabelled_test_has_no_test_split(tmp_path):

@@ -242,3 +242,15 @@ def test_gradcheck_module_passes():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "passed, 0 failed" in result.stdout
     assert "FAIL" not in result.stdout
+
+
+def test_a_diverging_run_ends_in_diverged_without_numpy_overflow_warnings():
+    """The loop says that the loss blew up (``Diverged``); NumPy's overflow warnings on the way are noise."""
+    import warnings
+
+    X, y = blobs()
+    net = mlp([10, 64, 3], rng=np.random.default_rng(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(Diverged):
+            fit(net, X * 1e3, y, X, y, epochs=5, optimizer=SGD(lr=1e3), verbose=False)

@@ -3,9 +3,12 @@ its row counts the study's trials."""
 
 from __future__ import annotations
 
+import pytest
+
 from sweeps import bench
 
 
+@pytest.mark.slow
 def test_bench_runs_each_configuration_and_tabulates_the_study(capsys):
     configs = [
         "median pruning, 1 process",

@@ -4,6 +4,9 @@ launchers: the basic one (in process), joblib (parallel processes) and submitit_
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -11,8 +14,8 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
-from experiments.callbacks import Pruned
-from sweeps.engine import outcome
+from experiments.outcome import Pruned
+from sweeps.engine import job_outcome
 from tests.sweeps.conftest import RUN, check_trial_runs, split_runs
 from tests.sweeps.test_sweeper import LR_STATE
 
@@ -24,11 +27,12 @@ FOUR_STATE = {0.1: TrialState.COMPLETE, 0.2: TrialState.COMPLETE, 0.01: TrialSta
 @pytest.mark.parametrize(("error", "announced"), [(RuntimeError("boom"), True), (Pruned("at epoch 1"), False)])
 def test_a_failed_jobs_line_is_kept_and_a_pruned_ones_dropped(error, announced, capsys):
     result = JobReturn(overrides=["optimizer.lr=0.1"], status=JobStatus.FAILED, _return_value=error)
-    assert outcome(result) == (None, error)
+    assert job_outcome(result) == (None, error)
     assert ("Error executing job with overrides: ['optimizer.lr=0.1']" in capsys.readouterr().err) == announced
-    assert outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=0.9)) == (0.9, None)
+    assert job_outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=0.9)) == (0.9, None)
 
 
+@pytest.mark.slow
 def test_a_plain_run_imports_no_optuna(tmp_path):
     """Hydra imports every plugin module on every run: the sweeper's own leaves Optuna to a sweep."""
     found = tmp_path / "optuna-modules.json"
@@ -54,6 +58,7 @@ def sweep(store, name, tmp_path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_sweep_config_selects_the_sweeper_and_its_jobs_are_tracked(store, name, tmp_path):
     done = sweep(store, name, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -72,13 +77,16 @@ def test_a_sweep_config_selects_the_sweeper_and_its_jobs_are_tracked(store, name
     assert "sweep_trial.number" in job.data.tags["nnlab.overrides"]  # the job's own Hydra overrides
     assert job.data.tags["nnlab.study"] == name and not any(k.startswith("sweep_trial.") for k in job.data.params)
     assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1", "2"]
-    # the closing hint works as printed, from anywhere: the study recorded where its runs are
-    (hint,) = [
-        line.split("report: ", 1)[1] for line in output.splitlines() if "report: python -m sweeps.report" in line
-    ]
+    # the closing hint works as printed, from anywhere: the study recorded where its runs are; its "python" is
+    # this one (the first on PATH), else it names this one by its path (no venv active: PATH=/usr/bin:/bin)
+    (hint,) = [line.split("report: ", 1)[1] for line in output.splitlines() if "-m sweeps.report" in line]
+    command = shlex.split(hint)
+    assert command[1:3] == ["-m", "sweeps.report"]
+    found = shutil.which(command[0])
+    assert found is not None and os.path.dirname(os.path.abspath(found)) == os.path.dirname(sys.executable)
     out = tmp_path / "elsewhere"
     out.mkdir()
-    shown = subprocess.run([*hint.split(), "--out", str(out)], cwd=out, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run([*command, "--out", str(out)], cwd=out, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert job.info.run_id in (out / "report.md").read_text()
 
@@ -96,6 +104,7 @@ def check_four(store, name) -> None:
     return study
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_two_trials_at_a_time(store, name, tmp_path):
     done = sweep(store, name, tmp_path, *FOUR, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -104,6 +113,7 @@ def test_joblib_launcher_runs_two_trials_at_a_time(store, name, tmp_path):
     assert len({t.user_attrs["worker"] for t in study.trials}) >= 2  # joblib's worker processes, not this one
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_trials_as_jobs(store, name, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
     extra = ["hydra/launcher=submitit_local", "hydra.sweeper.batch=2", "hydra.launcher.timeout_min=10"]

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from sweeps import report
 from sweeps.optuna_private import storage_of, unwrap
 from sweeps.study import open_storage
-from tests.sweeps.conftest import REPO, RUN, check_trial_runs, multirun, split_runs
+from tests.sweeps.conftest import RUN, check_trial_runs, multirun, split_runs
 from tests.sweeps.test_study import ask_from_processes
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'psycopg[binary]'")
@@ -110,13 +110,13 @@ def database(server_url) -> Iterator[str]:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.mark.slow
 def test_two_machines_share_one_study_through_postgresql(database, store, name, tmp_path):
     args = ["sweep=lr_momentum_l2", *store.args(name), f"hydra.sweeper.storage={database}", "hydra.sweeper.n_trials=4"]
     args += ["dataset=digits", "model=mlp128", "train.epochs=2", "optimizer.momentum=0.9"]
     args += ["optimizer.lr=tag(log,interval(0.03,0.3))"]
     other = subprocess.Popen(  # the other machine; this process is the first
-        [sys.executable, str(RUN), "-m", *args, f"hydra.sweep.dir={tmp_path / 'other'}"],
-        cwd=REPO,
+        [sys.executable, str(RUN), "-m", *args, f"hydra.sweep.dir={tmp_path / 'other'}"],  # in the test's folder
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

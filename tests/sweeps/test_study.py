@@ -22,6 +22,7 @@ from sweeps.study import (
     fail_stale,
     open_storage,
     open_study,
+    progress,
     pruner,
     remaining,
     sampler,
@@ -64,6 +65,93 @@ def test_gp_sampler_without_torch_says_what_to_install():
             sampler(SAMPLERS["gp"], SPACE)
     else:
         assert isinstance(sampler(SAMPLERS["gp"], SPACE), optuna.samplers.GPSampler)
+
+
+def in_memory(*trials: tuple[TrialState, list[int]]) -> optuna.Study:
+    """A study of trials numbered in order, each ``(state, retry_history)``: a non-empty history makes it a
+    retry of those failed trials, as ``sweeps.study.retry`` queues one."""
+    study = optuna.create_study(direction="maximize")
+    x = optuna.distributions.FloatDistribution(0, 1)
+    for number, (state, history) in enumerate(trials):
+        attrs = {"failed_trial": history[0], "retry_history": history} if history else {}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                params={"x": number / 10},
+                distributions={"x": x},
+                value=number / 10 if state == TrialState.COMPLETE else None,
+                intermediate_values={1: 0.1} if state == TrialState.PRUNED else None,
+                system_attrs=attrs,
+            )
+        )
+    return study
+
+
+def test_the_budget_counts_pruned_trials_and_unretried_failures_not_retried_ones():
+    study = in_memory(
+        (TrialState.COMPLETE, []),  # 0: counts
+        (TrialState.PRUNED, []),  # 1: counts
+        (TrialState.FAIL, []),  # 2: counts (never queued again: max_retry reached)
+        (TrialState.FAIL, []),  # 3: queued again as 4: does not count
+        (TrialState.FAIL, [3]),  # 4: the retry of 3, queued again as 6: does not count
+        (TrialState.RUNNING, []),  # 5: counts
+        (TrialState.WAITING, [3, 4]),  # 6: the second retry of 3: counts, and is still to run
+        (TrialState.PRUNED, []),  # 7: counts
+    )
+    trials = study.get_trials()
+    assert [t.number for t in counted(trials)] == [0, 1, 2, 5, 6, 7]
+    # to run: what the budget leaves of the 6 counted trials, plus the queued retry
+    assert {n: remaining(study, n) for n in (4, 6, 7, 10)} == {4: 1, 6: 1, 7: 2, 10: 5}
+    seven = progress(study, 7)
+    assert (seven.trials, seven.complete, seven.pruned, seven.failed, seven.retried) == (8, 1, 2, 3, 2)
+    assert (seven.running, seven.waiting, seven.budget, seven.to_run, seven.used) == (1, 1, 7, 2, False)
+    assert str(seven) == (
+        "8 trials in the study (1 complete, 2 pruned, 3 failed, 2 of them retried, 1 running, 1 queued), "
+        "budget 7, 2 to run"
+    )
+    # asked for: the queued retry first, then new trials up to the budget
+    asked = ask(study, 7, HeartbeatConf(1, 2), count=5)
+    assert [t.number for t in asked] == [6, 8] and remaining(study, 7) == 0
+
+
+def test_a_budget_used_by_complete_pruned_and_failed_trials_is_used():
+    # the issue's "4 of 2 trials so far": two failures retried, their retries complete or pruned
+    study = in_memory(
+        (TrialState.FAIL, []),
+        (TrialState.COMPLETE, [0]),
+        (TrialState.FAIL, []),
+        (TrialState.PRUNED, [2]),
+    )
+    used = progress(study, 2)
+    assert used.used and used.to_run == 0 and remaining(study, 2) == 0
+    assert str(used) == "4 trials in the study (1 complete, 1 pruned, 2 failed, 2 of them retried), budget 2, 0 to run"
+    assert ask(study, 2, HeartbeatConf(1, 2)) == []
+    assert progress(study, 3).to_run == 1 and not progress(study, 3).used
+    # pruned trials use the budget as complete ones do; a failure never queued again too
+    study = in_memory((TrialState.PRUNED, []), (TrialState.PRUNED, []), (TrialState.COMPLETE, []))
+    assert remaining(study, 3) == 0 and progress(study, 3).used and remaining(study, 4) == 1
+    study = in_memory((TrialState.FAIL, []), (TrialState.PRUNED, []))
+    assert remaining(study, 2) == 0 and str(progress(study, 2)).startswith("2 trials in the study (0 complete")
+    # a trial still running uses the budget, but the budget is not used up while it runs (its worker may be dead)
+    study = in_memory((TrialState.COMPLETE, []), (TrialState.RUNNING, []))
+    assert remaining(study, 2) == 0 and not progress(study, 2).used
+    one = in_memory((TrialState.COMPLETE, []))
+    assert str(progress(one, 1)) == "1 trial in the study (1 complete, 0 pruned, 0 failed), budget 1, 0 to run"
+
+
+def test_experimental_samplers_and_pruners_are_built_without_optunas_warning():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert isinstance(sampler(SAMPLERS["qmc"], SPACE), optuna.samplers.QMCSampler)  # experimental in Optuna 5
+        assert isinstance(
+            pruner({"_target_": "optuna.pruners.PatientPruner", "wrapped_pruner": None, "patience": 1}),
+            optuna.pruners.PatientPruner,
+        )
+    assert [str(w.message) for w in said] == []
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):  # what was silenced, and only there
+        optuna.samplers.QMCSampler(seed=0)
 
 
 def journal_study(tmp_path, name="s", grace=2, n_trials=3) -> optuna.Study:

@@ -9,17 +9,20 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from experiments.callbacks import Pruned
+from experiments.outcome import Pruned
 from sweeps import report
+from sweeps.engine import python_command
+from sweeps.study import open_storage
 from sweeps.trial import Reporter
 from tests.sweeps.conftest import QUICK, check_trial_runs, multirun, split_runs
 
 LR_STATE = {0.1: TrialState.COMPLETE, 0.01: TrialState.PRUNED, 10000.0: TrialState.FAIL}
 
 
+@pytest.mark.slow
 def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, name, tmp_path):
     assert multirun("sweep=digits_smoke", *store.args(name)) == 0
     study = store.study(name)
@@ -72,6 +75,7 @@ def test_the_pruner_is_not_asked_after_the_last_epoch():
     assert study.trials[0].intermediate_values == {2: 0.5, 3: 0.6}
 
 
+@pytest.mark.slow
 def test_rerun_after_ctrl_c_resumes_the_study_within_its_budget(store, name, monkeypatch):
     original = Reporter.on_epoch_end
 
@@ -144,6 +148,7 @@ def test_plain_hydra_multiruns_keep_working(store, name):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow
 def test_the_report_reads_the_store_the_study_recorded_and_refuses_another_sweeps_runs(store, name, tmp_path):
     assert multirun("sweep=digits_smoke", *store.args(name)) == 0
     study = store.study(name)
@@ -164,6 +169,7 @@ def test_the_report_reads_the_store_the_study_recorded_and_refuses_another_sweep
     assert code == 2
 
 
+@pytest.mark.slow
 def test_the_report_of_an_untracked_study_joins_no_runs_of_the_same_name(name, tmp_path, monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
 
@@ -182,6 +188,7 @@ def test_the_report_of_an_untracked_study_joins_no_runs_of_the_same_name(name, t
     assert len(tracked) == 4 and not any(run_id in text for run_id in tracked)
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_relative_sqlite_uri_keeps_its_journal_beside_it_and_reports_from_anywhere(
     name, tmp_path, monkeypatch
 ):
@@ -249,3 +256,143 @@ def test_a_trial_stopped_early_is_a_complete_trial(store, name):
     _, children = split_runs(store.runs(name))
     child = children[trial.number]
     assert child.info.status == "FINISHED" and child.data.tags["nnlab.stopped_early"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "says"),
+    [
+        ([], "all 3 points of the grid are run: nothing to run. To run more, add values to its dimensions"),
+        (
+            ["hydra/sweeper/sampler=random"],
+            "the budget of 3 trials is used: nothing to run. To run more, raise it (hydra.sweeper.n_trials=<more "
+            "than 3>) in the same command",
+        ),
+    ],
+    ids=["grid", "random"],
+)
+def test_a_rerun_of_a_used_up_sweep_runs_nothing_and_says_how_to_run_more(
+    store, name, capsys, monkeypatch, sampler, says
+):
+    """The study a digits_smoke sweep leaves after a Ctrl-C and a resume (4 trials, one failed and retried,
+    budget 3), written directly; the same command again runs no trial and makes no parent run or report."""
+    journal = store.dir / "optuna" / f"{name}.log"
+    journal.parent.mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=open_storage(str(journal), None), direction="maximize")
+    lr = {"optimizer.lr": CategoricalDistribution([0.1, 0.01, 10000])}
+    for state, value, rate, attrs in [
+        (TrialState.FAIL, None, 10000, {}),  # diverged
+        (TrialState.FAIL, None, 0.01, {}),  # interrupted, queued again as 2
+        (TrialState.PRUNED, None, 0.01, {"failed_trial": 1, "retry_history": [1]}),
+        (TrialState.COMPLETE, 0.85, 0.1, {}),
+    ]:
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"optimizer.lr": rate},
+                distributions=lr,
+                intermediate_values={1: 0.2} if state == TrialState.PRUNED else None,
+                system_attrs=attrs,
+            )
+        )
+
+    def no_report(*args, **kwargs):
+        raise AssertionError("the report was rebuilt")
+
+    monkeypatch.setattr(report, "figures", no_report)
+    capsys.readouterr()
+    assert multirun("sweep=digits_smoke", *store.args(name), *sampler) == 0
+    said = capsys.readouterr()
+    output = said.out + said.err
+    progress = "4 trials in the study (1 complete, 1 pruned, 2 failed, 1 of them retried), budget 3, 0 to run"
+    assert f"Optuna study {name} in {journal}: {progress}" in output  # was "4 of 3 trials so far"
+    (line,) = [line for line in output.splitlines() if "nothing to run" in line]
+    assert line.endswith(f"{says}; report: {python_command()} -m sweeps.report --study {name} --storage {journal}")
+    assert "Launching" not in output and "trial 4" not in output
+    assert len(store.study(name).trials) == 4
+    assert store.runs(name) == []  # no parent run opened, summarized or closed
+    if sampler:  # raised as it says: one more trial runs
+        monkeypatch.undo()
+        assert multirun("sweep=digits_smoke", *store.args(name), *sampler, "hydra.sweeper.n_trials=4") == 0
+        study = store.study(name)
+        assert len(study.trials) == 5 and study.trials[4].state != TrialState.RUNNING
+        parent, children = split_runs(store.runs(name))
+        assert sorted(children) == [4] and parent.data.tags["best.trial"] in ("3", "4")
+
+
+def add_trials(study: optuna.Study, *trials: tuple[TrialState, float | None]) -> None:
+    """Trials of ``optimizer.lr`` = 0.01 x (number + 1), each ``(state, value)``."""
+    lr = FloatDistribution(1e-3, 1.0, log=True)
+    for state, value in trials:
+        rate = round(0.01 * (len(study.trials) + 1), 2)
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"optimizer.lr": rate},
+                distributions={"optimizer.lr": lr},
+                intermediate_values={1: 0.1} if state == TrialState.PRUNED else None,
+            )
+        )
+
+
+@pytest.mark.parametrize(("direction", "best"), [("maximize", 1), ("minimize", 3)])
+def test_the_parents_best_tags_name_the_best_trial_not_the_last_complete_one(store, name, tmp_path, direction, best):
+    from omegaconf import OmegaConf
+
+    from experiments.tracking import tags as T
+    from sweeps.parent import Parent
+
+    study = optuna.create_study(study_name=name, direction=direction)
+    add_trials(
+        study,
+        (TrialState.COMPLETE, 0.5),
+        (TrialState.COMPLETE, 0.9),  # 1: the best when maximizing
+        (TrialState.PRUNED, None),
+        (TrialState.COMPLETE, 0.2),  # 3: the best when minimizing
+        (TrialState.COMPLETE, 0.7),  # 4: the last complete trial, neither
+        (TrialState.FAIL, None),
+    )
+    parent = Parent(OmegaConf.create({"uri": store.uri, "dir": str(store.dir), "experiment": name}), name)
+    runs = {  # each trial's run, as the sweep's jobs log them
+        t.number: store.client.create_run(
+            parent.experiment_id, tags={T.STUDY: name, T.TRIAL: str(t.number), "mlflow.parentRunId": parent.run_id}
+        ).info.run_id
+        for t in study.trials
+    }
+    parent.summarize(study, "val/acc")
+    run = store.client.get_run(parent.run_id)
+    rate = str(study.trials[best].params["optimizer.lr"])
+    assert run.data.tags["best.trial"] == str(best) and run.data.tags["best.optimizer.lr"] == rate
+    assert run.data.tags["best.run_id"] == runs[best]
+    assert run.data.metrics["best/val/acc"] == study.trials[best].value
+    saved = store.client.download_artifacts(parent.run_id, "optuna/best.json", str(tmp_path))
+    assert json.loads(Path(saved).read_text()) == {
+        "trial": best,
+        "value": study.trials[best].value,
+        "params": {"optimizer.lr": float(rate)},
+    }
+
+
+@pytest.mark.slow
+def test_the_parents_summary_is_not_rebuilt_when_no_trial_changed(store, name, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from sweeps.parent import Parent
+
+    drawn = []
+    figures = report.figures
+    monkeypatch.setattr(report, "figures", lambda study, out: drawn.append(len(study.trials)) or figures(study, out))
+    study = optuna.create_study(study_name=name, direction="maximize")
+    add_trials(study, (TrialState.COMPLETE, 0.5), (TrialState.PRUNED, None))
+    parent = Parent(OmegaConf.create({"uri": store.uri, "dir": str(store.dir), "experiment": name}), name)
+    parent.summarize(study, "val/acc")
+    parent.summarize(study, "val/acc")  # a rerun that ran nothing
+    assert drawn == [2]
+    add_trials(study, (TrialState.COMPLETE, 0.8))
+    again = Parent(OmegaConf.create({"uri": store.uri, "dir": str(store.dir), "experiment": name}), name)
+    again.summarize(study, "val/acc")  # a rerun that ran a trial: its parent found again
+    again.summarize(study, "val/acc")
+    assert drawn == [2, 3] and again.run_id == parent.run_id
+    run = store.client.get_run(parent.run_id)
+    assert run.data.tags["best.trial"] == "2" and run.data.metrics["trials/complete"] == 2

@@ -17,12 +17,13 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeps.study import open_storage
-from tests.sweeps.conftest import REPO, RUN, check_trial_runs, epochs_logged, multirun
+from tests.sweeps.conftest import RUN, check_trial_runs, epochs_logged, multirun
 
 # digits, 3 epochs of a small network, learning rates that all learn
 SPACE = ["dataset=digits", "model=mlp128", "optimizer.momentum=0.9", "optimizer.lr=tag(log,interval(0.03,0.3))"]
 
 
+@pytest.mark.slow
 def test_two_workers_meet_the_budget_exactly_and_track_every_epoch(store, name):
     """Two worker processes, BLAS threads divided, writing MLflow through the local server the driver runs."""
     args = ["sweep=lr_momentum_l2", *store.args(name), *SPACE, "train.epochs=3", "hydra.sweeper.n_trials=4"]
@@ -56,13 +57,15 @@ def study_when(storage: str, name: str, ready, timeout: float = 300) -> optuna.S
     raise TimeoutError(f"study {name} never got ready")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_detected_its_trial_failed_and_rerun(store, name):
     """A worker process is SIGKILLed in its trial; another (here the driver, in this process) waits for the
     trial's heartbeat to go stale, fails it, closes its MLflow run, runs it again and completes the budget."""
     args = ["sweep=lr_momentum_l2", *store.args(name), *SPACE, "train.epochs=20", "hydra.sweeper.n_trials=2"]
     args += ["hydra.sweeper.heartbeat.interval=1", "hydra.sweeper.heartbeat.grace_period=3"]
     victim_process = subprocess.Popen(
-        [sys.executable, str(RUN), "-m", *args, "hydra.sweeper.worker=1"], cwd=REPO, start_new_session=True
+        [sys.executable, str(RUN), "-m", *args, "hydra.sweeper.worker=1", f"hydra.sweep.dir={store.dir / name}"],
+        start_new_session=True,  # in the test's own folder, its outputs in the store's
     )
     try:
         storage = str(store.dir / "optuna" / f"{name}.log")
