@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextToPath
 from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -260,17 +262,21 @@ def comparison_figure(
     table: pd.DataFrame, metrics: Sequence[str], histories: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 ) -> Figure:
     """A bar chart per metric and, when some run logged more than one step, the ``val/acc`` curves; runs are
-    labelled by the params that differ between them (``lr=0.1 seed=2``), the legend beside the curves."""
+    labelled by the params that differ between them (``lr=0.1 seed=2``), the legend beside the curves.
+
+    The figure grows with the runs and their labels (bars, slanted tick labels, legend rows and columns) so
+    that constrained layout has room for them: at a fixed size it gives up ("axes sizes collapsed to zero")."""
     labels = short_labels(table, metrics)
     with_curves = any(len(steps) > 1 for steps, _ in (histories or {}).values())
-    panels = len(metrics) + with_curves
-    fig = Figure(figsize=(4.2 * panels + (2.5 if with_curves else 0), 4.5), layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False).ravel()
+    size = _FigureSize(len(labels), text_inches(labels, TICK_FONT), text_inches(labels, LEGEND_FONT))
+    widths = [size.bars_width] * len(metrics) + ([CURVES_WIDTH] if with_curves else [])
+    fig = Figure(figsize=(size.width(len(metrics), with_curves), size.height), layout="constrained")
+    axes = fig.subplots(1, len(widths), squeeze=False, width_ratios=widths).ravel()
     for ax, metric in zip(axes, metrics):
         values = table[metric].to_numpy(dtype=float)
         bars = ax.bar(range(len(values)), np.nan_to_num(values), color="tab:blue")
         ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.4g}" for v in values], fontsize=7)
-        ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=TICK_FONT)
         ax.set_title(metric if np.isfinite(values).any() else f"no run logged {metric}")
     if with_curves:
         ax = axes[-1]
@@ -282,8 +288,41 @@ def comparison_figure(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{HISTORY_METRIC} per epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+        ax.legend(
+            fontsize=LEGEND_FONT, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, ncols=size.legend_columns
+        )
     return fig
+
+
+TICK_FONT, LEGEND_FONT = 8, 7  # points: the runs' labels under the bars, in the legend
+CURVES_WIDTH = 4.0  # inches: the curves' axes
+_TEXT = TextToPath()
+
+
+def text_inches(texts: Sequence[str], fontsize: float) -> float:
+    """The width of the widest of ``texts`` at ``fontsize`` points in matplotlib's default font, in inches."""
+    font = FontProperties(size=fontsize)
+    return max((_TEXT.get_text_width_height_descent(t, font, ismath=False)[0] for t in texts), default=0.0) / 72
+
+
+class _FigureSize:
+    """Inches for ``runs`` bars whose labels, slanted 45 degrees, are ``tick_label`` wide, and for a legend of
+    ``runs`` entries ``legend_label`` wide, in as many columns as its height needs."""
+
+    ENTRY = 1.6 * LEGEND_FONT / 72  # a legend row: the text and the spacing between rows
+
+    def __init__(self, runs: int, tick_label: float, legend_label: float) -> None:
+        slant = tick_label * np.sqrt(0.5) + 0.15  # a label's drop below the axis, and its reach left of its bar
+        self.bars_width = max(3.2, 0.18 * runs)  # each bar wider than its slanted label is tall
+        self.bars_margin = max(0.8, slant) + 0.2  # the y tick labels, or the first label's reach; the right side
+        self.height = max(4.5, 3.3 + slant + 0.7)  # the axes, the label below them, the title above
+        rows = max(1, int((self.height - 0.4) / self.ENTRY))
+        self.legend_columns = max(1, -(-runs // rows))
+        self.legend_width = self.legend_columns * (legend_label + 0.55) + 0.25  # the line, the gaps, the frame
+
+    def width(self, bars: int, curves: bool) -> float:
+        panels = bars * (self.bars_width + self.bars_margin)
+        return panels + (CURVES_WIDTH + 1.0 + self.legend_width if curves else 0.0)
 
 
 def short_labels(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:

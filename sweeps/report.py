@@ -11,6 +11,8 @@ import logging
 import math
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -32,6 +34,12 @@ PLOTS = {
 FEW_TRIALS = 20  # below this many complete trials, parameter importances are mostly noise
 # Optuna's warnings that importances from few trials mean little (a regex): report.md says so itself
 IMPORTANCE_WARNING = r".*(importances will be equal|importance of the parameter may be inaccurate)"
+# Optuna's slice and parallel-coordinate plots set an axis' limits to a param's (or the objective's) range, equal
+# while the complete trials share one value (a regex); matplotlib widens them itself
+IDENTICAL_LIMITS_WARNING = r"Attempting to set identical low and high [xy]lims"
+# Optuna's slice plot draws a categorical param as the repr of each choice: strings like "0.1" for the numbers of
+# choice(0.1, 0.01), which matplotlib's category units report (INFO on logger matplotlib.category)
+CATEGORY_UNITS_MESSAGE = "Using categorical units to plot a list of strings that are all parsable as floats or dates"
 
 
 def figures(study: optuna.Study, out: Path) -> list[Path]:
@@ -45,23 +53,56 @@ def figures(study: optuna.Study, out: Path) -> list[Path]:
     written = []
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return written
-    for name, function in PLOTS.items():
-        try:
-            with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental"
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                warnings.filterwarnings("ignore", message=IMPORTANCE_WARNING, category=UserWarning)  # FEW_TRIALS
-                ax = getattr(plots, function)(study)
-        except (ValueError, RuntimeError, ZeroDivisionError) as err:
-            log.info("no %s plot: %s", name, err)
-            continue
-        fig = ax.ravel()[0].figure if hasattr(ax, "ravel") else ax.figure
-        fig.set_size_inches(9, 5)
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+    # One layout engine, constrained, chosen before Optuna makes a figure: its colorbars (``fig.colorbar(ax=...)``)
+    # are then made for it, where tight_layout finds them "not compatible" and constrained layout, set afterwards,
+    # cannot lay out the gridspec colorbar of a single plot. The rc context also undoes Optuna's
+    # ``plt.style.use("ggplot")`` after the report.
+    with matplotlib.rc_context({"figure.constrained_layout.use": True}):
+        for name, function in PLOTS.items():
+            try:
+                with optuna_plotting():
+                    ax = getattr(plots, function)(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as err:
+                log.info("no %s plot: %s", name, err)
+                continue
+            panels = ax.size if hasattr(ax, "size") else 1  # the slice plot: one per param, side by side
+            fig = ax.ravel()[0].figure if hasattr(ax, "ravel") else ax.figure
+            fig.set_size_inches(max(9.0, 2.5 * panels + 1.5), 5)
+            fig.set_layout_engine("constrained")  # Optuna asks tight_layout of the plots without a colorbar
+            path = out / f"{name}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
     return written
+
+
+class _Without(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextmanager
+def optuna_plotting() -> Iterator[None]:
+    """Around a call of Optuna's matplotlib plots: silence exactly what they say of themselves, not of the study
+    or the report (that they are "experimental", that importances from few trials mean little, equal axis limits,
+    number-like category names), as warnings and on logger ``matplotlib.category``."""
+    category_log = logging.getLogger("matplotlib.category")
+    without = _Without(CATEGORY_UNITS_MESSAGE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message=IMPORTANCE_WARNING, category=UserWarning)  # FEW_TRIALS
+        warnings.filterwarnings("ignore", message=IDENTICAL_LIMITS_WARNING, category=UserWarning)
+        category_log.addFilter(without)
+        try:
+            yield
+        finally:
+            category_log.removeFilter(without)
 
 
 def trials_table(study: optuna.Study, runs: dict[int, Run] | None = None) -> pd.DataFrame:

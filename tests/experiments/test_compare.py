@@ -1,11 +1,14 @@
 """``experiments.compare`` against a temporary SQLite store; runs are written with an explicit
 ``MlflowClient``, so the global MLflow tracking URI is never changed."""
 
+import io
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -258,3 +261,46 @@ def test_the_figure_plots_every_metric_with_short_labels_and_the_legend_outside(
     legend = axes[-1].get_legend()
     fig.canvas.draw()
     assert legend.get_window_extent().x0 >= axes[-1].get_window_extent().x1  # beside the curves, not on them
+
+
+def runs_table(runs: int, params: dict[str, list[str]], metrics: list[str]) -> pd.DataFrame:
+    """A comparison table of ``runs`` runs without a store: the run columns, ``params``, random ``metrics``."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "run_id": [f"{i:032x}" for i in range(runs)],
+            "run": [f"run {i}" for i in range(runs)],
+            "status": "FINISHED",
+            "start_time": pd.Timestamp(0, unit="ms", tz="UTC"),
+        }
+    )
+    for name, values in params.items():
+        table[name] = values
+    for metric in metrics:
+        table[metric] = rng.random(runs)
+    return table
+
+
+@pytest.mark.parametrize(
+    ("runs", "params"),
+    [
+        (50, {"optimizer.lr": [f"{0.001 * (i + 1):g}" for i in range(50)]}),  # --max-runs' default: 50 legend rows
+        (20, {f"model.param_number_{k}": [f"[{i}, {i + k}, 1024]" for i in range(20)] for k in range(4)}),  # long
+        (1, {}),
+    ],
+)
+def test_the_figure_of_many_runs_or_long_labels_is_laid_out_without_warnings(runs, params):
+    """Sized to its runs and labels, so that constrained layout applies ("constrained_layout not applied
+    because axes sizes collapsed to zero" otherwise)."""
+    metrics = list(compare.DEFAULT_METRICS)
+    table = runs_table(runs, params, metrics)
+    histories = {run_id: (np.arange(1, 4), np.linspace(0.5, 0.9, 3)) for run_id in table["run_id"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = compare.comparison_figure(table, metrics, histories)
+        fig.savefig(io.BytesIO(), dpi=50)
+    assert fig.get_layout_engine() is not None
+    legend, curves = fig.get_axes()[-1].get_legend(), fig.get_axes()[-1]
+    assert len(legend.get_texts()) == runs
+    assert legend.get_window_extent().x0 >= curves.get_window_extent().x1
+    assert legend.get_window_extent().y0 >= 0 and legend.get_window_extent().x1 <= fig.bbox.x1  # in the figure

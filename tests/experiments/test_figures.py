@@ -1,4 +1,6 @@
+import logging
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -69,3 +71,25 @@ def test_misclassified_figure_without_mistakes_says_so():
     fig = figures.misclassified_figure(np.zeros((3, 4)), labels, labels, probs, image_shape=(2, 2))
     assert "no misclassified" in fig.axes[0].texts[0].get_text()
     assert_rgb_image(figures.figure_to_array(fig))
+
+
+def test_the_run_figures_render_without_layout_or_axis_warnings(caplog):
+    """Each figure the tracker logs, at its smallest and largest, draws without a matplotlib warning (layout not
+    applied, identical limits) and without category units (number-like strings plotted as categories)."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), size=100)
+    y_pred = probs.argmax(axis=1)
+    one_epoch = [{"epoch": 1, "train/loss": 1.0, "val/loss": 1.0, "train/acc": 0.5, "val/acc": 0.5}]
+    caplog.set_level(logging.INFO, logger="matplotlib")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fig in [
+            figures.confusion_figure(np.zeros((1, 1), np.int64)),
+            figures.confusion_figure(figures.confusion_matrix(y_pred, (y_pred + 1) % 10, 10), "validation, epoch 3"),
+            figures.curves_figure(one_epoch),
+            figures.curves_figure([{"epoch": e, "train/loss": 1 / e} for e in range(1, 301)]),
+            figures.misclassified_figure(rng.random((100, 64)), (y_pred + 1) % 10, y_pred, probs, (8, 8), max_items=1),
+            figures.misclassified_figure(rng.random((100, 784)), (y_pred + 1) % 10, y_pred, probs, max_items=100),
+        ]:
+            figures.figure_to_array(fig)
+    assert not [r for r in caplog.records if r.name.startswith("matplotlib")]

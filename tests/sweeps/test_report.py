@@ -3,6 +3,7 @@ directions, and no Optuna warning that the report itself answers."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import optuna
@@ -66,3 +67,70 @@ def test_the_report_says_nothing_of_optunas_experimental_plots_or_equal_importan
     assert not [w for w in said if "importances" in str(w.message)]
     with pytest.warns(UserWarning, match=report.IMPORTANCE_WARNING):  # what was silenced, and only there
         optuna.importance.get_param_importances(study)
+
+
+def grid_study_of_one_complete_trial() -> optuna.Study:
+    """digits_smoke's study: a categorical learning rate of numbers (``choice(0.1, 0.01, 10000)``), one trial
+    of each state, so every param and the objective take one value among the complete trials."""
+    study = optuna.create_study(direction="maximize")
+    lr = optuna.distributions.CategoricalDistribution((0.1, 0.01, 10000))
+    for state, value, choice in [(TrialState.FAIL, None, 10000), (TrialState.PRUNED, None, 0.01)]:
+        study.add_trial(
+            create_trial(state=state, value=value, params={"optimizer.lr": choice}, distributions={"optimizer.lr": lr})
+        )
+    study.add_trial(
+        create_trial(
+            value=0.85,
+            params={"optimizer.lr": 0.1},
+            distributions={"optimizer.lr": lr},
+            intermediate_values={1: 0.8, 2: 0.85},
+        )
+    )
+    return study
+
+
+def test_the_plots_of_a_one_trial_grid_study_say_nothing(tmp_path, caplog):
+    """Optuna's slice and parallel-coordinate plots set equal axis limits (one value) and plot number-like
+    strings as categories (a categorical of numbers): silenced around its calls, and only there."""
+    study = grid_study_of_one_complete_trial()
+    caplog.set_level(logging.INFO, logger="matplotlib.category")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = report.figures(study, tmp_path)
+    assert {p.stem for p in images} == set(report.PLOTS)
+    assert not [r for r in caplog.records if r.name == "matplotlib.category"]
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with pytest.warns(UserWarning, match=report.IDENTICAL_LIMITS_WARNING):  # Optuna's own, left as it is
+            plt.close(plots.plot_slice(study).figure)
+    assert [r for r in caplog.records if r.name == "matplotlib.category"]
+
+
+def study_of_params(count: int, trials: int = 12) -> optuna.Study:
+    """``count`` float params (``optimizer.param_number_<i>``), ``trials`` complete trials."""
+    study = optuna.create_study(direction="maximize")
+    distributions = {f"optimizer.param_number_{i}": FloatDistribution(1e-6, 1e-1, log=i % 2 == 0) for i in range(count)}
+    for number in range(trials):
+        params = {
+            name: d.low + (d.high - d.low) * ((number * (i + 3)) % trials) / trials
+            for i, (name, d) in enumerate(distributions.items())
+        }
+        study.add_trial(
+            create_trial(
+                value=number / trials, params=params, distributions=distributions, intermediate_values={1: 0.1}
+            )
+        )
+    return study
+
+
+@pytest.mark.parametrize("count", [3, 8])
+def test_the_plots_of_many_params_are_laid_out_without_warnings(tmp_path, count):
+    """One layout engine that handles the colorbars Optuna adds (tight_layout does not), on a figure wide enough
+    for one slice panel per param."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = report.figures(study_of_params(count), tmp_path)
+    assert {p.stem for p in images} == set(report.PLOTS)
