@@ -42,6 +42,9 @@ IDENTICAL_LIMITS_WARNING = r"Attempting to set identical low and high [xy]lims"
 CATEGORY_UNITS_MESSAGE = "Using categorical units to plot a list of strings that are all parsable as floats or dates"
 
 
+MAX_LEGEND = 12  # a plot's legend of more entries (one per trial) is dropped: it would squeeze the axes to nothing
+
+
 def figures(study: optuna.Study, out: Path) -> list[Path]:
     """Optuna's matplotlib plots as PNGs in ``out``; a plot the study cannot have yet (too few trials) is skipped."""
     import matplotlib
@@ -67,6 +70,10 @@ def figures(study: optuna.Study, out: Path) -> list[Path]:
                 continue
             panels = ax.size if hasattr(ax, "size") else 1  # the slice plot: one per param, side by side
             fig = ax.ravel()[0].figure if hasattr(ax, "ravel") else ax.figure
+            for axes in fig.axes:  # a legend of every trial (intermediate values) leaves the axes no room
+                legend = axes.get_legend()
+                if legend is not None and len(legend.get_texts()) > MAX_LEGEND:
+                    legend.remove()
             fig.set_size_inches(max(9.0, 2.5 * panels + 1.5), 5)
             fig.set_layout_engine("constrained")  # Optuna asks tight_layout of the plots without a colorbar
             path = out / f"{name}.png"

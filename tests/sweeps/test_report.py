@@ -134,3 +134,24 @@ def test_the_plots_of_many_params_are_laid_out_without_warnings(tmp_path, count)
         warnings.simplefilter("error")
         images = report.figures(study_of_params(count), tmp_path)
     assert {p.stem for p in images} == set(report.PLOTS)
+
+
+def test_the_plots_of_a_forty_trial_study_are_laid_out_without_warnings(tmp_path):
+    """The intermediate-values plot's legend names every trial: at 40 it squeezed the axes to nothing."""
+    import warnings
+
+    from sweeps import report
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+        for step in range(1, 4):
+            trial.report(lr * step, step)
+        return lr
+
+    study.optimize(objective, n_trials=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        written = report.figures(study, tmp_path)
+    assert (tmp_path / "intermediate_values.png") in written
