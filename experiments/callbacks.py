@@ -47,16 +47,26 @@ class Diagnostics(Callback):
         metrics |= {f"watch/{key}": value for key, value in stats.items() if math.isfinite(value)}
 
 
+def best_row(loop) -> dict:
+    """The best epoch's row of ``loop.history``: early stopping's best (its monitor and ``min_delta``) where the
+    loop has early stopping, else the highest validation accuracy."""
+    stopper = nn.callbacks.early_stopping(getattr(loop, "callbacks", []))
+    if stopper is not None and stopper.best_epoch:
+        return next(row for row in loop.history if row["epoch"] == stopper.best_epoch)
+    return max(loop.history, key=lambda row: row["val/acc"])
+
+
 class FinalEvaluation(Callback):
-    """At the end, ``val/best_acc`` and ``best_epoch`` and, where there is a test set, ``test/loss`` and
-    ``test/acc`` in ``loop.final``; ``test`` holds the test set's confusion counts (K, K) and probabilities
-    (N, K). Runs after the callbacks that restore weights (early stopping), before the run is closed."""
+    """At the end, ``best_epoch`` and that epoch's validation accuracy ``val/best_acc`` (``best_row``) and,
+    where there is a test set, ``test/loss`` and ``test/acc`` in ``loop.final``; ``test`` holds the test set's
+    confusion counts (K, K) and probabilities (N, K). Runs after the callbacks that restore weights (early
+    stopping), before the run is closed."""
 
     def __init__(self, dataset) -> None:
         self.dataset, self.test = dataset, None
 
     def on_train_end(self, loop) -> None:
-        best = max(loop.history, key=lambda row: row["val/acc"])
+        best = best_row(loop)
         loop.final |= {"val/best_acc": best["val/acc"], "best_epoch": best["epoch"]}
         test = self.dataset.test
         if test is None:

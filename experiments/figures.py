@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -61,12 +62,15 @@ def per_class_table(counts: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "class": np.arange(len(counts)),
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
+            "precision": precision.round(TABLE_DIGITS),
+            "recall": recall.round(TABLE_DIGITS),
+            "f1": f1.round(TABLE_DIGITS),
             "support": true.astype(np.int64),
         }
     )
+
+
+TABLE_DIGITS = 4  # decimals of the per-class table's ratios
 
 
 def confusion_table(counts: np.ndarray) -> pd.DataFrame:
@@ -79,19 +83,26 @@ def confusion_table(counts: np.ndarray) -> pd.DataFrame:
 
 
 def confusion_figure(counts: np.ndarray, title: str = "") -> Figure:
-    """Heatmap of (K, K) confusion counts with the count in each cell and each class's accuracy on its row label."""
+    """Heatmap of (K, K) confusion counts with the count in each cell and each class's accuracy on its row label.
+
+    The errors (off the diagonal) are coloured on their own scale, from 1 to the largest error, so that a few
+    mistakes show beside hundreds of correct answers; the diagonal is grey, its counts written in bold."""
     counts = np.asarray(counts)
     num_classes = counts.shape[0]
     side = max(4.0, 0.5 * num_classes + 2.0)
     fig = Figure(figsize=(side + 1.0, side), layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(counts, cmap="Blues", vmin=0)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="count")
-    threshold = counts.max() / 2 if counts.size else 0
+    diagonal = np.eye(num_classes, dtype=bool)
+    errors = np.ma.masked_where(diagonal | (counts == 0), counts)
+    ax.imshow(np.where(diagonal, 1.0, np.nan), cmap="Greys", vmin=0, vmax=4)  # the diagonal in light grey
+    largest = max(int(errors.max()) if errors.count() else 1, 1)
+    image = ax.imshow(errors, cmap="OrRd", vmin=0, vmax=largest)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="errors (count)")
     for (row, col), count in np.ndenumerate(counts):
         if count:
-            color = "white" if count > threshold else "black"
-            ax.text(col, row, str(count), ha="center", va="center", color=color, fontsize=8)
+            color = "white" if not diagonal[row, col] and count > largest / 2 else "black"
+            weight = "bold" if diagonal[row, col] else "normal"
+            ax.text(col, row, str(count), ha="center", va="center", color=color, fontsize=8, fontweight=weight)
     accuracy = per_class_accuracy(counts)
     ax.set_xticks(range(num_classes), [str(k) for k in range(num_classes)])
     ax.set_yticks(range(num_classes), [_row_label(k, accuracy[str(k)]) for k in range(num_classes)])
@@ -167,14 +178,22 @@ def misclassified_figure(
     shown = wrong[np.argsort(-confidence, kind="stable")][:max_items]
     cols = math.ceil(math.sqrt(len(shown)))
     rows = math.ceil(len(shown) / cols)
+    # one image of tiles, each under its label: one axes draws in a tenth of the time of rows x cols axes
+    height, width = image_shape
+    band, gap = math.ceil(0.35 * height), max(1, width // 8)  # pixels: the label's band above a tile, between tiles
+    cell_h, cell_w = band + height, gap + width
+    mosaic = np.full((rows * cell_h, cols * cell_w - gap), np.nan)  # NaN: blank (the colormap's "bad" colour)
     fig = Figure(figsize=(1.6 * cols, 1.7 * rows + 0.4), layout="constrained")
     fig.suptitle(f"{wrong.size} of {len(y_true)} misclassified (showing the {len(shown)} most confident)")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, i in zip(axes, shown, strict=False):
-        ax.imshow(np.asarray(images[i]).reshape(image_shape), cmap="gray_r", vmin=0.0, vmax=1.0)
-        ax.set_title(f"pred {y_pred[i]} ({probs[i, y_pred[i]]:.2f}) / true {y_true[i]}", fontsize=8)
+    ax = fig.add_subplot()
+    ax.axis("off")
+    for k, i in enumerate(shown):
+        top, left = (k // cols) * cell_h, (k % cols) * cell_w
+        mosaic[top + band : top + cell_h, left : left + width] = np.asarray(images[i]).reshape(image_shape)
+        label = f"pred {y_pred[i]} ({probs[i, y_pred[i]]:.2f}) / true {y_true[i]}"
+        ax.text(left + width / 2, top + band - 1, label, ha="center", va="bottom", fontsize=8)
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
     return fig
 
 

@@ -2,7 +2,7 @@
 
 One mapping, used by the MLflow run (what it records) and by ``train`` (what it returns or raises): a
 divergence (``nn.Diverged``, ``StuckAtChance``) is ``diverged``, ``Pruned`` is ``pruned``, Ctrl-C and
-SIGTERM are ``killed``, any other error is ``crashed``.
+SIGTERM are ``killed``, and so is a ``SystemExit`` (a requeued SLURM job's), any other error is ``crashed``.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ def outcome(error: BaseException, loop: nn.Loop) -> tuple[str, str]:
         return PRUNED, str(error)
     if isinstance(error, KeyboardInterrupt):
         return KILLED, interruption(error)
+    if isinstance(error, SystemExit):  # submitit's exit after requeueing a preempted or timed-out SLURM job
+        return KILLED, f"the process exited in training (code {error.code}): its SLURM job was preempted or timed out"
     if isinstance(error, Exception):
         return CRASHED, failure_reason(error)
     return CRASHED, f"{type(error).__name__}: {error}"

@@ -110,7 +110,7 @@ class TrackingConf:
     log_model: bool = True  # the final network, and the best epoch's, as MLflow logged models named by layer sizes
     # a name: also register the final model in MLflow's model registry (a new version each run)
     register_as: str | None = None
-    system_metrics: bool = True  # MLflow's system metrics: CPU, memory, disk and network use every 10 s
+    system_metrics: bool = False  # MLflow's system metrics (host-wide CPU, memory, disk, network every 10 s)
     misclassified: int = 36  # test digits shown in figures/misclassified.png; 0: no grid
     parent_run_id: str | None = None  # set by sweeps: nest this run under the sweep's parent run
     tags: dict[str, str] = field(default_factory=dict)  # extra run tags: +tracking.tags.note=baseline

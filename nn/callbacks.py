@@ -118,6 +118,12 @@ class EarlyStopping(Callback):
         self.best_params = state["params"]
 
 
+def early_stopping(callbacks) -> EarlyStopping | None:
+    """The ``EarlyStopping`` among ``callbacks``, if any: where there is one, its monitor and ``min_delta`` say
+    which epoch is the best (the best metrics, the kept weights, the best checkpoint), not validation accuracy."""
+    return next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
+
+
 class PrintProgress(Callback):
     """One line per epoch on stdout, and why training stopped early (``fit(verbose=True)``)."""
 

@@ -59,6 +59,7 @@ class SweeperConf:
     # workers > 1: a local MLflow server for the workers instead of the SQLite store written directly. Not
     # needed at a few workers (MLflow waits up to 20 s on SQLite's lock), so off by default.
     mlflow_server: bool = False
+    dry_run: bool = False  # print the space and settings (sampler and pruner with their arguments), run nothing
     worker: int = -1  # set on the worker processes: their index
     parent_run_id: str | None = None  # set on the worker processes: the sweep's MLflow parent run
     tracking_uri: str | None = None  # set on the worker processes: the local MLflow server, if any

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -43,7 +44,9 @@ from experiments.exits import BAD_INPUT, FAILED, leave
 from experiments.outcome import Pruned
 from experiments.schema import ConfigError
 from experiments.store import sqlite_path, store_folder
+from experiments.tracking.mlflow_run import wait_for_uploads
 from experiments.tracking.naming import flatten
+from sweeps import trial as trial_module
 from sweeps.config import default_storage, direction
 from sweeps.config import settings as sweeper_settings
 from sweeps.optuna_private import storage_of, trial_id
@@ -63,7 +66,7 @@ from sweeps.study import (
     retry,
     running,
 )
-from sweeps.trial import PRUNER_ATTR, conclude, run_job
+from sweeps.trial import OVERRIDES_ATTR, PRUNER_ATTR, conclude, run_job
 
 log = logging.getLogger("nnlab.sweeps")
 
@@ -109,8 +112,11 @@ class SweepEngine:
         self.check_fixed_values([*space.fixed, *rest])
         url = default_storage(conf, cfg.tracking)
         n_trials = budget(conf, space)
+        if conf.dry_run:
+            print(preview(conf, space, rest, url, n_trials, cfg, self.batch_size()))
+            return []
         study = open_study(
-            conf, open_storage(url, conf.heartbeat), space, direction(conf, cfg.train.objective), conf.worker
+            conf, open_storage(url, conf.heartbeat), space, direction(conf, cfg.train.objective), n_trials
         )
         tracking = OmegaConf.merge(cfg.tracking, {"uri": conf.tracking_uri} if conf.tracking_uri else {})
         if conf.worker >= 0:  # one of the processes that `workers > 1` started: the driver owns the parent run
@@ -140,9 +146,14 @@ class SweepEngine:
                 returns = self.run_trials(study, space, rest, url, n_trials, parent, self.batch_size())
             finished = remaining(study, n_trials) == 0
         finally:
+            wait_for_uploads()  # the trials' runs closed in the background, before the parent sums them up
             if parent is not None:
                 parent.summarize(study, cfg.train.objective)
-                parent.close(finished)
+                others = running(study)  # another machine's trials: the parent stays open for them
+                if others:
+                    log.info("the parent run stays RUNNING: trials %s of other processes run", others)
+                else:
+                    parent.close(finished)
         summary(study, cfg.train.objective, n_trials)
         log.info("report: %s", report)
         if any(worker_codes) and not finished:
@@ -168,12 +179,21 @@ class SweepEngine:
         When the budget is used but trials of other processes still run, it waits: one of them may have
         died, and its trial is then failed after the grace period and queued again.
         """
-        conf = self.conf
         if batch > 1:  # the launcher's worker processes start after this: divide the BLAS threads between them
             threads = str(max(1, len(os.sched_getaffinity(0)) // batch))
             os.environ.update(dict.fromkeys(BLAS_VARIABLES, threads))
         log.info("%d trial(s) at a time through %s", batch, type(self.launcher).__name__)
+        trial_module.IN_SWEEP_PROCESS = True  # jobs run here leave their runs' uploads to finish in the background
+        try:
+            with build.reusing_datasets():  # the trials run here read their data set once
+                return self.launch_until_used(study, space, rest, url, n_trials, parent, batch)
+        finally:
+            wait_for_uploads()
+
+    def launch_until_used(self, study, space, rest, url, n_trials, parent, batch) -> list[JobReturn]:
+        conf = self.conf
         returns: list[JobReturn] = []
+        clock = Clock(n_trials, batch)
         while True:
             trials = ask(study, n_trials, conf.heartbeat, parent and parent.fail_child, count=batch)
             if not trials:
@@ -188,6 +208,7 @@ class SweepEngine:
                 sampled = space.overrides(space.suggest(trial))
                 spec = {"study": conf.study_name, "storage": url, "number": trial.number}
                 job = rest + sampled + [f"sweep_trial.{k}={to_text(v)}" for k, v in spec.items()]
+                trial.set_user_attr(OVERRIDES_ATTR, rest + sampled)  # what sweeps.rerun runs it again with
                 job += [f"tracking.parent_run_id={parent.run_id}"] if parent else []
                 job += [f"tracking.uri={conf.tracking_uri}"] if conf.tracking_uri else []
                 jobs.append(job + [f"hydra.sweep.subdir={trial.number}"])  # the job's folder: its trial number
@@ -206,6 +227,7 @@ class SweepEngine:
                 value, error = job_outcome(result)
                 conclude(study, trial, value, error)
             returns.extend(results)
+            clock.log(study)
 
     def run_workers(self, parent) -> list[int]:
         """``workers`` processes of this command, each running trials one after another, with cores // workers
@@ -239,6 +261,66 @@ class SweepEngine:
         if any(codes):
             log.error("worker exit codes: %s", codes)
         return codes
+
+
+class Clock:
+    """The sweep's expected remaining time, logged after each batch: the mean wall time of this process's
+    batches so far times the batches its trials left to run need (other processes and machines sharing the
+    study shorten it; pruning makes later trials shorter or longer as it starts and stops cutting)."""
+
+    def __init__(self, n_trials: int, batch: int) -> None:
+        self.n_trials, self.batch, self.start, self.batches = n_trials, batch, time.monotonic(), 0
+
+    def log(self, study: optuna.Study) -> None:
+        self.batches += 1
+        elapsed = time.monotonic() - self.start
+        left = remaining(study, self.n_trials)
+        if left == 0:
+            return
+        seconds = elapsed / self.batches * math.ceil(left / self.batch)
+        end = time.strftime("%H:%M", time.localtime(time.time() + seconds))
+        log.info("%d trial(s) to run: about %s more (until about %s), at %.0f s a trial so far",
+                 left, duration(seconds), end, elapsed / (self.batches * self.batch))  # fmt: skip
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``2.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def preview(conf, space, rest: list[str], url: str, n_trials: int, cfg: DictConfig, batch: int) -> str:
+    """What ``hydra.sweeper.dry_run=true`` prints instead of running: the space, the values every trial
+    shares, and the settings (budget, sampler and pruner with the arguments they will get, storage, launcher)."""
+    from sweeps.study import pruner, sampler, startup_trials
+
+    study_sampler, study_pruner = sampler(conf.sampler, space, n_trials=n_trials), pruner(conf.pruner)  # checked
+    sampler_args = {k: v for k, v in conf.sampler.items() if k != "_target_"}
+    if isinstance(study_sampler, optuna.samplers.TPESampler) and sampler_args.get("n_startup_trials") is None:
+        sampler_args["n_startup_trials"] = startup_trials(n_trials)
+    pruner_args = {k: v for k, v in conf.pruner.items() if k != "_target_"}
+    lines = [f"sweep {conf.study_name}: {n_trials} trials, {direction(conf, cfg.train.objective)} "
+             f"{cfg.train.objective}, storage {url}", "search space:"]  # fmt: skip
+    lines += [f"  {key}: {describe(dist)}" for key, dist in space.distributions.items()]
+    lines += ["fixed for every trial:"] + [f"  {value}" for value in [*space.fixed, *rest]]
+    for name, chosen, given in (("sampler", study_sampler, sampler_args), ("pruner", study_pruner, pruner_args)):
+        shown = ", ".join(f"{k}={v}" for k, v in given.items())
+        lines += [f"{name}: {type(chosen).__name__} {shown} (Optuna's defaults for the rest)"]
+    launcher = cfg.hydra.launcher.get("_target_", "?").rsplit(".", 1)[-1]
+    runs = f"{conf.workers} worker processes" if conf.workers > 1 else f"{batch} at a time through {launcher}"
+    tracked = f"MLflow on (tracking.experiment={cfg.tracking.experiment})" if cfg.tracking.enabled else "MLflow off"
+    lines += [f"trials: {runs}; {tracked}", "(a dry run: nothing was created; run it without hydra.sweeper.dry_run)"]
+    return "\n".join(lines)
+
+
+def describe(dist: optuna.distributions.BaseDistribution) -> str:
+    """A distribution as a reader wants it: ``float in [0.001, 0.5], log scale``, ``one of [a, b]``."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"one of {list(dist.choices)}"
+    kind = "float" if isinstance(dist, optuna.distributions.FloatDistribution) else "int"
+    step = f", step {dist.step}" if dist.step not in (None, 1) or (kind == "float" and dist.step) else ""
+    return f"{kind} in [{dist.low:g}, {dist.high:g}]{', log scale' if dist.log else ''}{step}"
 
 
 def job_outcome(result: JobReturn) -> tuple[Any, BaseException | None]:
@@ -286,7 +368,11 @@ def budget_used(conf, space, n_trials: int) -> str:
 
 
 def summary(study, objective: str, n_trials: int) -> None:
+    from sweeps.report import edges
+
     log.info("study %s: %s", study.study_name, progress(study, n_trials))
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         best = study.best_trial
         log.info("best: trial %d, %s = %.4f, %s", best.number, objective, best.value, best.params)
+        for flag in edges(best):
+            log.warning("best trial at the edge: %s", flag)

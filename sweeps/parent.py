@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -82,6 +83,9 @@ class Parent:
         if found:
             self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            for stale in (T.STATE, T.FAILURE_REASON, T.FAILED_EPOCH):  # of how it was closed before: it goes on
+                if stale in found[0].data.tags:
+                    self.client.delete_tag(self.run_id, stale)
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
         else:
             tags = environment_tags() | process_tags() | {T.SWEEP: study_name}
@@ -129,7 +133,7 @@ class Parent:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete:
             best = study.best_trial
-            metrics[f"best/{objective}"] = float(best.value)
+            metrics[f"best_{objective.replace('/', '_')}"] = float(best.value)  # no "/": no chart section of its own
             tags = {"best.trial": str(best.number)} | {f"best.{k}": str(v) for k, v in best.params.items()}
             run = self.children().get(best.number)
             if run is not None:
@@ -143,16 +147,53 @@ class Parent:
             metrics=[Metric(k, v, now, len(trials)) for k, v in metrics.items()],  # step: trials so far
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+        runs = self.children()
+        table = trials_table(study, runs)
+        tags[T.NOTE] = sweep_description(study, table, objective, self.experiment_id)[:20000]
+        self.client.set_tag(self.run_id, T.NOTE, tags[T.NOTE])
         with tempfile.TemporaryDirectory(prefix="nnlab-sweep-") as tmp:
             out = Path(tmp)
-            trials_table(study, self.children()).to_csv(out / "trials.csv", index=False)
+            table.to_csv(out / "trials.csv", index=False)
             if complete:
                 (out / "best.json").write_text(
                     json.dumps({"trial": best.number, "value": best.value, "params": best.params}, indent=2)
                 )
-            figures(study, out)
+            figures(study, out, runs)
             self.client.log_artifacts(self.run_id, str(out), "optuna")
         self.client.set_tag(self.run_id, SUMMARY_TAG, summarized)  # last: a summary cut short is redone
 
     def close(self, finished: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
+
+
+def sweep_description(study: optuna.Study, table, objective: str, experiment: str, top: int = 5) -> str:
+    """The parent run's MLflow description: the best trial first (bold, with a link to its run), then the top
+    ``top`` complete trials as a table whose trial numbers link to their runs, params to 3 significant digits."""
+    from experiments.compare import to_markdown
+
+    counts = table["state"].value_counts().to_dict() if len(table) else {}
+    tally = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+    complete = table[table["state"] == "COMPLETE"] if len(table) else table
+    if not len(complete):
+        return f"**No complete trial yet** ({tally}) in study `{study.study_name}`."
+
+    def link(row) -> str:
+        number, run_id = row["number"], row["run_id"]
+        return f"[#{number}](#/experiments/{experiment}/runs/{run_id})" if run_id else f"#{number}"
+
+    best = study.best_trial
+    best_row = complete[complete["number"] == best.number].iloc[0]
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
+    shown = complete.sort_values("value", ascending=ascending).head(top)
+    columns = {"trial": [link(row) for _, row in shown.iterrows()], objective: shown["value"].to_numpy()}
+    if "test/acc" in shown:
+        columns["test/acc"] = shown["test/acc"].to_numpy()
+    for column in [c for c in shown.columns if c.startswith("params.")]:
+        columns[column.removeprefix("params.")] = [f"{v:.3g}" if isinstance(v, float) else v for v in shown[column]]
+    columns["epochs"] = shown["epochs"].to_numpy()
+    return (
+        f"**Best trial {link(best_row)}: {objective} {best.value:.4f}** ({params})\n\n"
+        f"Study `{study.study_name}`: {len(table)} trials ({tally}). Top {len(shown)}:\n\n"
+        + to_markdown(pd.DataFrame(columns))
+    )

@@ -43,10 +43,15 @@ CATEGORY_UNITS_MESSAGE = "Using categorical units to plot a list of strings that
 
 
 MAX_LEGEND = 12  # a plot's legend of more entries (one per trial) is dropped: it would squeeze the axes to nothing
+# how params relate to the value: drawn from this many complete trials on (from one, a single dot per panel)
+RELATIONS, MIN_COMPLETE = ("slice", "param_importances", "parallel_coordinate"), 3
+COLOURS = "viridis"  # for Optuna's "Blues": its weakest trials are drawn near-white, invisible on white
 
 
-def figures(study: optuna.Study, out: Path) -> list[Path]:
-    """Optuna's matplotlib plots as PNGs in ``out``; a plot the study cannot have yet (too few trials) is skipped."""
+def figures(study: optuna.Study, out: Path, runs: dict[int, Run] | None = None) -> list[Path]:
+    """Optuna's matplotlib plots as PNGs in ``out``; a plot the study cannot have yet (too few trials, fewer than
+    ``MIN_COMPLETE`` complete ones for the ``RELATIONS``) is skipped. Trials are coloured by ``COLOURS``, and a
+    legend's ``Trial3`` is the trial's run name (``#3 lr=0.0581 ...``) where ``runs`` has it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +59,8 @@ def figures(study: optuna.Study, out: Path) -> list[Path]:
     from optuna.visualization import matplotlib as plots
 
     written = []
-    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+    complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    if not complete:
         return written
     # One layout engine, constrained, chosen before Optuna makes a figure: its colorbars (``fig.colorbar(ax=...)``)
     # are then made for it, where tight_layout finds them "not compatible" and constrained layout, set afterwards,
@@ -62,6 +68,9 @@ def figures(study: optuna.Study, out: Path) -> list[Path]:
     # ``plt.style.use("ggplot")`` after the report.
     with matplotlib.rc_context({"figure.constrained_layout.use": True}):
         for name, function in PLOTS.items():
+            if name in RELATIONS and complete < MIN_COMPLETE:
+                log.info("no %s plot: %d complete trial(s), fewer than %d", name, complete, MIN_COMPLETE)
+                continue
             try:
                 with optuna_plotting():
                     ax = getattr(plots, function)(study)
@@ -74,6 +83,12 @@ def figures(study: optuna.Study, out: Path) -> list[Path]:
                 legend = axes.get_legend()
                 if legend is not None and len(legend.get_texts()) > MAX_LEGEND:
                     legend.remove()
+                elif legend is not None:
+                    for text in legend.get_texts():
+                        text.set_text(trial_label(text.get_text(), runs))
+                for mappable in [*axes.collections, *axes.images]:
+                    if mappable.get_array() is not None and mappable.get_cmap().name == "Blues":
+                        mappable.set_cmap(COLOURS)  # its colour bar follows
             fig.set_size_inches(max(9.0, 2.5 * panels + 1.5), 5)
             fig.set_layout_engine("constrained")  # Optuna asks tight_layout of the plots without a colorbar
             path = out / f"{name}.png"
@@ -81,6 +96,14 @@ def figures(study: optuna.Study, out: Path) -> list[Path]:
             plt.close(fig)
             written.append(path)
     return written
+
+
+def trial_label(text: str, runs: dict[int, Run] | None) -> str:
+    """Optuna's legend entry ``Trial3`` as the trial's run name where ``runs`` has it, else ``#3``."""
+    if not text.startswith("Trial") or not text[5:].isdigit():
+        return text
+    run = (runs or {}).get(int(text[5:]))
+    return run.info.run_name if run is not None and run.info.run_name else f"#{text[5:]}"
 
 
 class _Without(logging.Filter):
@@ -151,6 +174,7 @@ def markdown(study: optuna.Study, table: pd.DataFrame, top: int, images: list[Pa
         best = study.best_trial
         lines += ["", f"**Best trial #{best.number}**: value {best.value:.4f}", ""]
         lines += [f"- `{k}` = {v}" for k, v in best.params.items()]
+        lines += [f"- **at the edge**: {flag}" for flag in edges(best)]
         ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
         shown = complete.sort_values("value", ascending=ascending).head(top)
         columns = [c for c in shown.columns if c not in ("state", "reason", "retry_of", "run_status")]
@@ -170,11 +194,36 @@ def markdown(study: optuna.Study, table: pd.DataFrame, top: int, images: list[Pa
     return "\n".join(lines) + "\n"
 
 
+EDGE = 0.05  # a best value within this share of its range (log-scaled where sampled so) of a bound is at its edge
+
+
+def edges(trial: FrozenTrial) -> list[str]:
+    """A sentence for each numeric param of ``trial`` (the best) that lies at the edge of its range: the optimum
+    may lie beyond it, so the range should be widened there."""
+    flags = []
+    for key, dist in trial.distributions.items():
+        if not isinstance(dist, optuna.distributions.FloatDistribution | optuna.distributions.IntDistribution):
+            continue
+        low, high, value = dist.low, dist.high, trial.params[key]
+        scale = math.log if dist.log else float
+        if high <= low:
+            continue
+        share = (scale(value) - scale(low)) / (scale(high) - scale(low))
+        side = "top" if share >= 1 - EDGE else "bottom" if share <= EDGE else None
+        if side is not None:
+            beyond = "above" if side == "top" else "below"
+            flags.append(
+                f"{key} = {value:.4g} is at the {side} of its range [{low:.4g}, {high:.4g}]: the best may lie "
+                f"{beyond} it; widen the range that way and sweep again"
+            )
+    return flags
+
+
 def write_report(study: optuna.Study, out: Path, runs: dict[int, Run] | None = None, top: int = 10) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = trials_table(study, runs)
     table.to_csv(out / "trials.csv", index=False)
-    images = figures(study, out)
+    images = figures(study, out, runs)
     path = out / "report.md"
     path.write_text(markdown(study, table, top, images))
     return path

@@ -14,14 +14,17 @@ import fcntl
 import inspect
 import logging
 import random
+import re
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from hydra.utils import get_class
 from optuna.exceptions import UpdateFinishedTrialError
@@ -31,11 +34,13 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from experiments.schema import ConfigError
+from experiments.store import StoreError
 from sweeps.config import PRUNERS, SAMPLERS, HeartbeatConf, SweeperConf
 from sweeps.optuna_private import BaseHeartbeat, JournalFileStorage, stale_trial_ids, storage_of, study_id, unwrap
 from sweeps.space import Space
 
 log = logging.getLogger("nnlab.sweeps")
+OPENERS_ATTR = "nnlab.openers"  # study user attribute: how many processes have opened the study to ask
 WARNED: set[str] = set()  # said once per process, however often a study is opened
 
 
@@ -49,6 +54,8 @@ def open_storage(url: str, heartbeat: HeartbeatConf | None) -> BaseStorage:
         {} if heartbeat is None else {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace_period}
     )
     engine = {"pool_pre_ping": True} if not url.startswith("sqlite") else None
+    if url.startswith("postgresql"):  # an unreachable host is said in seconds, not after the OS's minutes
+        engine |= {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     for attempt in range(3):
         try:
             with warnings.catch_warnings():
@@ -58,10 +65,37 @@ def open_storage(url: str, heartbeat: HeartbeatConf | None) -> BaseStorage:
             raise ConfigError(
                 f"hydra.sweeper.storage={url}: its driver is missing ({err}); pip install 'psycopg[binary]'"
             ) from err
-        except SQLAlchemyError:
+        except SQLAlchemyError as err:
+            refused = refusal(url, err)
+            if refused is not None:
+                raise StoreError(refused) from None
             if attempt == 2:
                 raise
             time.sleep(1 + random.random())  # workers creating Optuna's tables in a new database at once: one wins
+
+
+CONNECT_TIMEOUT = 10  # seconds to reach a database server
+REFUSALS = (  # (what the server said, the fix): said at once in one paragraph, not retried
+    (r'database "([^"]+)" does not exist', "create it (createdb {0}, or CREATE DATABASE {0}; as its owner)"),
+    (r'role "([^"]+)" does not exist', "create the role (createuser {0}, or CREATE ROLE {0} LOGIN) or name another"),
+    (r'password authentication failed for user "([^"]+)"', "give user {0}'s password in the URL (user:pass@host)"),
+    (r"(Connection refused|timeout expired|could not translate host name[^\n]*)", "start the server, or check the URL"),
+)
+
+
+def refusal(url: str, err: SQLAlchemyError) -> str | None:
+    """The one-paragraph message for a database that refused us for good (missing database or role, a bad password,
+    no server), naming it and the fix; None for other errors (worth a retry)."""
+    said = str(getattr(err, "orig", None) or err)
+    for pattern, fix in REFUSALS:
+        found = re.search(pattern, said)
+        if found:
+            shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)  # no password in the message
+            return (
+                f"hydra.sweeper.storage={shown}: {found.group(0)}. To fix it, {fix.format(found.group(1))}; or use "
+                "another hydra.sweeper.storage (null: a journal file beside the MLflow store, for one machine)."
+            )
+    return None
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -71,18 +105,23 @@ class GridSampler(optuna.samplers.GridSampler):
         pass
 
 
-def sampler(node: dict[str, Any], space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+def sampler(
+    node: dict[str, Any], space: Space, stream: list[int] | None = None, n_trials: int | None = None
+) -> optuna.samplers.BaseSampler:
     """The sampler of ``node`` (``{"_target_": "optuna.samplers.TPESampler", "seed": 0, ...}``).
 
-    ``seed_offset`` keeps workers, and restarts of a study, from drawing the same random points (except
-    for the grid, whose seed numbers its points: every worker and restart must share them).
+    ``stream`` (``opener_stream``) is mixed into the configured seed so that no two openers of a study (workers,
+    machines, restarts) draw the same points; not for the grid, whose seed numbers its points: every opener must
+    share them. A TPE sampler without ``n_startup_trials`` samples ``startup_trials(n_trials)`` at random first.
     """
     kwargs = dict(node)
     cls = target_class("sampler", kwargs.pop("_target_"), optuna.samplers.BaseSampler)
     if issubclass(cls, optuna.samplers.GridSampler):
         return GridSampler(space.grid(), **(kwargs | {"seed": kwargs.get("seed") or 0}))
-    if kwargs.get("seed") is not None:
-        kwargs["seed"] += seed_offset
+    if kwargs.get("seed") is not None and stream:
+        kwargs["seed"] = int(np.random.SeedSequence([kwargs["seed"], *stream]).generate_state(1)[0])
+    if issubclass(cls, optuna.samplers.TPESampler) and kwargs.get("n_startup_trials") is None and n_trials:
+        kwargs["n_startup_trials"] = startup_trials(n_trials)
     if issubclass(cls, optuna.samplers.GPSampler):
         try:
             import torch  # noqa: F401
@@ -97,6 +136,12 @@ def sampler(node: dict[str, Any], space: Space, seed_offset: int = 0) -> optuna.
     ):
         log.warning("CMA-ES samples only numeric dimensions; the categorical ones are sampled at random")
     return construct("sampler", cls, kwargs, SAMPLERS)
+
+
+def startup_trials(n_trials: int) -> int:
+    """TPE's random trials before it models the space, for a budget of ``n_trials``: a quarter of the budget,
+    3 to 10 (Optuna's fixed 10 is most of a 12-trial sweep; ``sweeps.bench`` measured a quarter)."""
+    return min(10, max(3, n_trials // 4))
 
 
 def pruner(node: dict[str, Any]) -> optuna.pruners.BasePruner:
@@ -161,18 +206,45 @@ def budget(conf: SweeperConf, space: Space) -> int:
     return conf.n_trials if size is None else min(conf.n_trials, size)
 
 
-def open_study(conf: SweeperConf, storage: BaseStorage, space: Space, direction: str, worker: int = 0) -> optuna.Study:
-    """Create the study, or load it to resume; the sampler's seed is offset by worker and trials so far."""
+def open_study(
+    conf: SweeperConf, storage: BaseStorage, space: Space, direction: str, n_trials: int | None = None
+) -> optuna.Study:
+    """Create the study, or load it to resume, with its pruner and a sampler whose random stream is this
+    opener's own (``opener_stream``); ``n_trials`` sizes TPE's random start (``startup_trials``)."""
     study = optuna.create_study(storage=storage, study_name=conf.study_name, direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise ConfigError(
             f"study {conf.study_name} exists with direction {study.direction.name.lower()}, not {direction}: "
             "choose another hydra.sweeper.study_name."
         )
-    offset = 1000 * max(worker, 0) + len(study.get_trials(deepcopy=False))
-    study.sampler = sampler(conf.sampler, space, offset)
+    study.sampler = sampler(conf.sampler, space, opener_stream(study), n_trials or conf.n_trials)
     study.pruner = pruner(conf.pruner)
     return study
+
+
+def opener_stream(study: optuna.Study) -> list[int]:
+    """What makes this opener's sampler stream its own: its number among the study's openers, counted in the
+    study under ``budget_lock``, so that two processes or machines opening it at once get different numbers.
+    The first opener gets [] (the configured seed as it is: a sweep run in one process is reproducible), the
+    n-th [n] (a rerun of that sweep too); where no lock serializes the count (a database other than SQLite or
+    PostgreSQL), a random number is added after the first."""
+    storage = storage_of(study)
+    with budget_lock(storage, study.study_name):
+        index = int(study.user_attrs.get(OPENERS_ATTR, 0))
+        study.set_user_attr(OPENERS_ATTR, index + 1)
+    if index == 0:
+        return []
+    return [index] if serialized(storage) else [index, uuid.uuid4().int % 2**32]
+
+
+def serialized(storage: BaseStorage) -> bool:
+    """Whether ``budget_lock`` serializes the processes using ``storage`` (a file lock or an advisory lock)."""
+    storage = unwrap(storage)
+    if isinstance(storage, JournalFileStorage):
+        return True
+    return isinstance(storage, RDBStorage) and (
+        storage.url.startswith("sqlite:///") or storage.engine.dialect.name == "postgresql"
+    )
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:

@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,6 +28,8 @@ from sweeps.optuna_private import storage_of, study_id, trial_id
 log = logging.getLogger("nnlab.sweeps")
 
 PRUNER_ATTR = "nnlab.pruner"  # study user attribute: the pruner's options, for jobs in other processes
+OVERRIDES_ATTR = "overrides"  # trial user attribute: the overrides it ran with (sweeps.rerun runs them again)
+IN_SWEEP_PROCESS = False  # set by the engine: jobs run in its process, which waits for MLflow's uploads at its end
 
 
 class Reporter(Callback):
@@ -35,6 +39,14 @@ class Reporter(Callback):
 
     def __init__(self, trial: optuna.Trial, metric: str, epochs: int | None = None) -> None:
         self.trial, self.metric, self.epochs = trial, metric, epochs
+
+    def on_train_start(self, loop) -> None:
+        """A continued run's epochs (``sweeps.continuation``) that this trial has not reported: a retried trial's."""
+        reported = storage_of(self.trial.study).get_trial(trial_id(self.trial)).intermediate_values
+        for row in loop.history:
+            value = row.get(self.metric)
+            if row["epoch"] not in reported and value is not None and math.isfinite(value):
+                self.trial.report(value, row["epoch"])
 
     def on_epoch_end(self, loop, metrics: dict[str, float]) -> None:
         epoch = loop.epoch
@@ -60,6 +72,7 @@ def run(
     from experiments.outcome import RunFailed
     from experiments.tracking.naming import short_setting
     from experiments.train import train
+    from sweeps.continuation import PreemptionPoint, continuation
 
     study_name = trial.study.study_name
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -74,7 +87,10 @@ def run(
     preset = f" ({cfg.tracking.run_name})" if cfg.tracking.run_name else ""  # a preset's name, after the trial's
     cfg.tracking.run_name = f"#{trial.number} {shown}{preset}"  # under the parent run "sweep <study>"
     try:
-        result = train(cfg, callbacks=[Reporter(trial, report_metric(cfg.train.objective), cfg.train.epochs)])
+        with tempfile.TemporaryDirectory(prefix="nnlab-trial-") as folder:  # an earlier job's state, if any
+            resume = continuation(cfg, trial, Path(folder))  # a requeued or re-run trial goes on with its run
+            reporter = Reporter(trial, report_metric(cfg.train.objective), cfg.train.epochs)
+            result = train(cfg, callbacks=[reporter, PreemptionPoint()], resume=resume)
     except RunFailed as err:
         if err.run_id:
             trial.set_user_attr("mlflow_run_id", err.run_id)
@@ -82,6 +98,7 @@ def run(
     if result.run_id:  # also for a run that ends before its first epoch's report
         trial.set_user_attr("mlflow_run_id", result.run_id)
     trial.set_user_attr("epochs", len(result.history))
+    trial.set_user_attr("train_seconds", sum(row.get("epoch_time", 0.0) for row in result.history))  # sweeps.bench
     if result.status == T.PRUNED:
         raise Pruned(result.reason)
     if result.status == T.DIVERGED:
@@ -94,7 +111,17 @@ def run_job(cfg: DictConfig) -> float:
     spec = cfg.sweep_trial
     study = load_study(spec.study, spec.storage)
     number = storage_of(study).get_trial_id_from_study_id_trial_number(study_id(study), spec.number)
-    return run(cfg, optuna.Trial(study, number))
+    ended = storage_of(study).get_trial(number)
+    if ended.state.is_finished():  # a job requeued after its trial's end (a late preemption signal)
+        log.info("trial %d already ended %s: nothing to run", spec.number, ended.state.name)
+        return ended.value if ended.value is not None else math.nan
+    try:
+        return run(cfg, optuna.Trial(study, number))
+    finally:
+        if not IN_SWEEP_PROCESS:  # a launcher's process may end with the job: its run is closed first
+            from experiments.tracking.mlflow_run import wait_for_uploads
+
+            wait_for_uploads()
 
 
 @functools.lru_cache(maxsize=8)

@@ -24,13 +24,32 @@ POLICIES = ("all", "every_k", "best_and_last", "last", "none")
 class Checkpoints:
     """The files of one run, handed to ``upload(folder, name, spec, params, extra)`` (the run's background
     writer, which writes them under ``scratch`` and logs them) as they are made: arrays are copied first.
-    ``best_epoch``/``best_acc``: the epoch with the highest validation accuracy so far.
+    ``best_epoch``/``best_acc``: the best epoch so far and its validation accuracy; the best is early stopping's
+    (``stopper``: its monitor and ``min_delta``) where the run has it, else the highest validation accuracy.
     """
 
-    def __init__(self, policy: str, every: int, scratch: Path, upload: Callable, history: list[dict]) -> None:
-        self.policy, self.every, self.scratch, self.upload = policy, every, scratch, upload
-        best = max(history, key=lambda row: row["val/acc"], default={"val/acc": -1.0, "epoch": 0})
+    def __init__(
+        self,
+        policy: str,
+        every: int,
+        scratch: Path,
+        upload: Callable,
+        history: list[dict],
+        stopper: nn.callbacks.EarlyStopping | None = None,
+    ) -> None:
+        self.policy, self.every, self.scratch, self.upload, self.stopper = policy, every, scratch, upload, stopper
+        if stopper is not None and stopper.best_epoch:  # a resumed run: early stopping's state is restored
+            best = next(row for row in history if row["epoch"] == stopper.best_epoch)
+        else:
+            best = max(history, key=lambda row: row["val/acc"], default={"val/acc": -1.0, "epoch": 0})
         self.best_acc, self.best_epoch = best["val/acc"], best["epoch"]
+
+    def improves(self, metrics: dict[str, float]) -> bool:
+        """Whether this epoch's ``metrics`` make it the best so far. Called before early stopping sees them
+        (the run's callbacks come first), so its ``improved`` compares with the best before this epoch."""
+        if self.stopper is not None:
+            return self.stopper.monitor in metrics and self.stopper.improved(metrics[self.stopper.monitor])
+        return metrics["val/acc"] > self.best_acc
 
     @property
     def best_file(self) -> Path:
@@ -42,7 +61,7 @@ class Checkpoints:
         last = epoch == loop.epochs
         if policy == "all" or (policy == "every_k" and epoch % self.every == 0):
             self.save(loop.network, f"epoch_{epoch:03d}.npz")
-        if metrics["val/acc"] > self.best_acc:
+        if self.improves(metrics):
             if policy == "best_and_last":
                 self.save(loop.network, "best.npz")
             self.best_acc, self.best_epoch = metrics["val/acc"], epoch

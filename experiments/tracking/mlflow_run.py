@@ -4,6 +4,13 @@ epoch, results at the end, closed as FINISHED, FAILED or KILLED whatever happens
 Default store: SQLite at ``<tracking.dir>/mlflow.db`` with artifacts under ``<tracking.dir>/artifacts``,
 both absolute. Figures and checkpoints are written by one background thread (through
 ``MlflowClient`` with the run id, since MLflow's active run is per thread) so training goes on meanwhile.
+
+A sweep's trial (tag ``nnlab.trial``) does not wait for that thread at its end: the thread logs its figures,
+tables and models and then closes the run, while the next trial trains. Until then the run stays RUNNING
+(never FINISHED without its files); ``wait_for_uploads`` waits for every such run, and the sweep calls it
+before it summarizes, the job of a launcher's process before it returns, and Python at exit (the thread is
+joined with its queue emptied). A run left RUNNING by a process killed meanwhile is closed as FAILED by the
+next command, with the reason (``close_orphans``).
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +37,7 @@ from experiments.outcome import outcome
 from experiments.store import experiment_id, first_line, resolve_store, root_cause, run_page, use_store
 from experiments.tracking import tags as T
 from experiments.tracking.checkpoints import Checkpoints
-from experiments.tracking.naming import description, experiment_params, run_name
+from experiments.tracking.naming import description, experiment_params, logged_model_name, result_line, run_name
 from experiments.tracking.provenance import close_orphans, environment_tags, process_tags
 from experiments.tracking.signals import uninterrupted
 from nn.data import Dataset
@@ -45,6 +54,23 @@ QUIET_LOGGERS = {
     "mlflow.models.model": logging.WARNING,
     "mlflow.store.db.utils": logging.CRITICAL,
 }
+
+
+UPLOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-artifacts")  # one, in order, for every run
+CLOSING: list[Future] = []  # runs closed on UPLOADER once their files are in (a sweep's trials)
+CLOSING_LOCK = threading.Lock()
+
+
+def wait_for_uploads() -> None:
+    """Wait until every run handed to the background thread to close is closed, with its files logged."""
+    with CLOSING_LOCK:
+        pending = list(CLOSING)
+        CLOSING.clear()
+    for future in pending:
+        try:
+            future.result()
+        except Exception as err:  # said by the job itself; the run is closed whatever happens
+            log.warning("closing an MLflow run in the background failed: %s", err)
 
 
 def log_input(data, context: str, tags: dict[str, str] | None = None) -> None:
@@ -73,8 +99,8 @@ class MlflowRun(Callback):
         self.cfg, self.dataset, self.evaluation = cfg, dataset, evaluation
         self.overrides, self.hydra_dir, self.swept, self.resume_run_id = overrides, hydra_dir, swept, resume_run_id
         self.params = experiment_params(cfg, dataset.train.X.shape[1], dataset.num_classes)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-artifacts")
         self._pending: list[Future] = []
+        self.background = T.TRIAL in cfg.tracking.tags  # a sweep's trial: closed by the thread (module docstring)
         self._scratch = tempfile.TemporaryDirectory(prefix="nnlab-")
         self.checkpoints: Checkpoints | None = None  # made when the run starts: a resumed run's history is known
         self.uri: str | None = None
@@ -83,12 +109,16 @@ class MlflowRun(Callback):
         self.state: str | None = None  # how the run was closed (tags.FINISHED, ...), once it is
         self.dead: dict[str, float] = {}  # ReLU layers more than half dead in the last epoch
         self.unclosed: str | None = None  # why the store refused to close the run (a full disk), if it did
+        self.last_val_acc: float | None = None  # the last epoch's, for the result line of a run cut short
 
     # -- the loop's hooks -------------------------------------------------------------------------
     def on_train_start(self, loop: nn.Loop) -> None:
         checkpoints = self.cfg.tracking.checkpoints
         scratch = Path(self._scratch.name)
-        self.checkpoints = Checkpoints(checkpoints.policy, checkpoints.every, scratch, self._upload, loop.history)
+        stopper = nn.callbacks.early_stopping(loop.callbacks)  # where there is one, it says which epoch is best
+        self.checkpoints = Checkpoints(
+            checkpoints.policy, checkpoints.every, scratch, self._upload, loop.history, stopper
+        )
         self.start(len(loop.history))
         for callback in loop.callbacks:
             if isinstance(callback, Callback):
@@ -104,8 +134,8 @@ class MlflowRun(Callback):
             )
             self._submit(self.client.log_table, self.run_id, figures.confusion_table(counts),
                          f"confusion/val_epoch_{epoch:03d}.json")  # fmt: skip
-            self._submit(self._confusion_image, counts, epoch)
         self.checkpoints.after_epoch(loop, metrics)
+        self.last_val_acc = metrics.get("val/acc")
         self.dead = {k: v for k, v in metrics.items() if k.endswith("dead_fraction") and v > 0.5}
 
     def on_train_end(self, loop: nn.Loop) -> None:
@@ -169,9 +199,16 @@ class MlflowRun(Callback):
         )  # fmt: skip
         self.run_id = run.info.run_id
         mlflow.log_params(self.params)
-        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")  # unresolved: what resume and reproduce rebuild
-        if self.hydra_dir is not None and self.hydra_dir.is_dir():
-            mlflow.log_artifacts(str(self.hydra_dir), "hydra")
+        config = OmegaConf.to_yaml(cfg, resolve=True)  # as run: no ${...} left
+        hydra_dir = self.hydra_dir if self.hydra_dir is not None and self.hydra_dir.is_dir() else None
+        if self.background:  # a sweep's trial: on the artifact thread, as its other files
+            self._submit(self.client.log_text, self.run_id, config, "config.yaml")
+            if hydra_dir is not None:
+                self._submit(self.client.log_artifacts, self.run_id, str(hydra_dir), "hydra")
+        else:
+            mlflow.log_text(config, "config.yaml")
+            if hydra_dir is not None:
+                mlflow.log_artifacts(str(hydra_dir), "hydra")
         self._log_dataset(self.dataset)
 
     def _reopen(self, resumed_epochs: int) -> None:
@@ -206,7 +243,7 @@ class MlflowRun(Callback):
 
     # -- background work --------------------------------------------------------------------------
     def _submit(self, fn, *args) -> None:
-        self._pending.append(self._worker.submit(fn, *args))
+        self._pending.append(UPLOADER.submit(fn, *args))
 
     def _drain(self) -> None:
         for future in self._pending:
@@ -224,12 +261,12 @@ class MlflowRun(Callback):
         path = write(Path(self._scratch.name) / folder / name, spec, params, extra)
         self.client.log_artifact(self.run_id, str(path), folder)
 
-    def _confusion_image(self, counts: np.ndarray, epoch: int) -> None:
-        fig = figures.confusion_figure(counts, title=f"validation, epoch {epoch}")
-        self.client.log_image(self.run_id, figures.figure_to_array(fig), key="val_confusion", step=epoch)
-
     def _figure(self, fig, path: str) -> None:
         self.client.log_figure(self.run_id, fig, path)
+
+    def _draw(self, path: str, make_figure, *args) -> None:
+        """``make_figure(*args)`` drawn and logged as ``path``, all on the artifact thread."""
+        self._figure(make_figure(*args), path)
 
     # -- the end ----------------------------------------------------------------------------------
     @uninterrupted
@@ -239,29 +276,28 @@ class MlflowRun(Callback):
         ``kept``: the epoch whose weights the network now holds, when a callback restored them (early
         stopping's ``restore_best``)."""
         network, dataset, history, final = loop.network, self.dataset, loop.history, loop.final
-        self._submit(self._figure, figures.curves_figure(history), "figures/curves.png")
+        # figures are drawn on the artifact thread (matplotlib's Figure API, no pyplot: one thread per figure)
+        self._submit(self._draw, "figures/curves.png", figures.curves_figure, list(history))
         epoch = kept or len(history)
-        models = self._log_models(network, epoch) if self.cfg.tracking.log_model else {}
         if self.evaluation.test is not None:
             counts, probs = self.evaluation.test
             predicted = probs.argmax(axis=1)
-            self._submit(self._figure, figures.confusion_figure(counts, title="test"), "figures/test_confusion.png")
+            if not self.background:  # a sweep's trial keeps the tables (its rerun, sweeps.rerun, draws them)
+                self._submit(self._draw, "figures/test_confusion.png", figures.confusion_figure, counts, "test")
             # on the artifact thread, as the validation tables are: each table rewrites the run tag
             # mlflow.loggedArtifacts, and two writers at once collide (UNIQUE constraint) or lose an entry
             self._submit(self.client.log_table, self.run_id, figures.confusion_table(counts), "confusion/test.json")
             self._submit(self.client.log_table, self.run_id, figures.per_class_table(counts), "per_class/test.json")
-            if self.cfg.tracking.misclassified > 0:
-                grid = figures.misclassified_figure(
-                    dataset.test.X, dataset.test.y, predicted, probs, dataset.image_shape,
-                    self.cfg.tracking.misclassified,
-                )  # fmt: skip
-                self._submit(self._figure, grid, "figures/misclassified.png")
+            if self.cfg.tracking.misclassified > 0 and not self.background:
+                test, shown = dataset.test, self.cfg.tracking.misclassified
+                self._submit(self._draw, "figures/misclassified.png", figures.misclassified_figure,
+                             test.X, test.y, predicted, probs, dataset.image_shape, shown)  # fmt: skip
         test_metrics = {k: v for k, v in final.items() if k.startswith("test/")}
         mlflow.log_metrics({k: v for k, v in final.items() if k not in test_metrics})
-        if test_metrics:  # linked to the final model and the test set: the logged model's page shows them
-            test_set = self._numpy_dataset(dataset.test, f"{dataset.name}-test", dataset)
-            log_input(test_set, "test")
-            mlflow.log_metrics(test_metrics, step=epoch, model_id=models.get("last"), dataset=test_set)
+        if self.background:  # models and test metrics need the run active in that thread: logged there
+            self._submit(self._log_results, network, epoch, test_metrics, True)
+        else:
+            self._log_results(network, epoch, test_metrics)
         best = f"best validation accuracy {final['val/best_acc']:.4f} at epoch {final['best_epoch']}"
         result = (
             f"test accuracy {final['test/acc']:.4f} (loss {final['test/loss']:.4f}), "
@@ -270,7 +306,8 @@ class MlflowRun(Callback):
         )
         weights = f" on the weights of epoch {kept}" if kept and kept != len(history) else ""
         outcome_line = f"Finished after {len(history)} epochs: {result}{best}{weights}."
-        tags = {T.STATE: T.FINISHED}
+        kept_val = next(row["val/acc"] for row in history if row["epoch"] == epoch)
+        tags = {T.STATE: T.FINISHED, T.RESULT: result_line(T.FINISHED, epoch, len(history), kept_val, final)}
         if loop.stopped:
             outcome_line += f" Training {loop.stopped}."
             tags |= {T.STOPPED_EARLY: str(len(history)), T.KEPT_EPOCH: str(epoch)}
@@ -280,20 +317,40 @@ class MlflowRun(Callback):
             tags[T.WARNING] = f"dead units: {shares}"
         self._end(T.FINISHED, tags, outcome_line)
 
-    def _log_models(self, network: nn.Network, epochs: int) -> dict[str, str]:  # epochs: the final weights' epoch
-        """The final network as a logged model named by its layer sizes (registered as ``register_as`` if
-        set) and, when an earlier epoch validated better, that epoch's weights as ``<name>-best``; each with
-        its epoch as step. Returns ``{"last": model_id, "best": model_id}``."""
+    def _log_results(self, network: nn.Network, epoch: int, test_metrics: dict, reopen: bool = False) -> None:
+        """The logged models (``tracking.log_model``) and the test metrics linked to the last one and to the
+        test set; ``reopen``: on the artifact thread, which makes the run its active run meanwhile."""
+        if reopen:
+            mlflow.start_run(run_id=self.run_id, log_system_metrics=False)
+        try:
+            models = self._log_models(network, epoch, drain=not reopen) if self.cfg.tracking.log_model else {}
+            if test_metrics:  # linked to the final model and the test set: the logged model's page shows them
+                dataset = self.dataset
+                test_set = self._numpy_dataset(dataset.test, f"{dataset.name}-test", dataset)
+                log_input(test_set, "test")
+                mlflow.log_metrics(test_metrics, step=epoch, model_id=models.get("last"), dataset=test_set)
+        finally:
+            if reopen:  # leave it RUNNING: _close_when_uploaded closes it after the last file
+                mlflow.end_run(status="RUNNING")
+
+    def _log_models(self, network: nn.Network, epochs: int, drain: bool = True) -> dict[str, str]:
+        # epochs: the final weights' epoch
+        """The final network as a logged model named by its layer sizes and epoch, ``mlp-64-128-10-e8``
+        (registered as ``register_as`` if set) and, when the best epoch (``Checkpoints``: early stopping's where
+        the run has it) is another, that epoch's weights as ``mlp-64-128-10-best-e3``; each with its epoch as step
+        and a description (``model_note``). Returns ``{"last": model_id, "best": model_id}``."""
         from experiments.pyfunc import log_model, model_name
 
         example, name = self.dataset.train.X[:1], model_name(network)
-        self._drain()  # best.npz is written
+        run = mlflow.active_run().info.run_name or self.run_id[:8]
+        if drain:  # best.npz is written (on the artifact thread itself, it was, before this job)
+            self._drain()
         last = log_model(
             network,
             example,
-            name,
+            logged_model_name(name, epochs),
             step=epochs,
-            tags={T.CHECKPOINT: "last", "epoch": str(epochs)},
+            tags={T.CHECKPOINT: "last", "epoch": str(epochs), T.NOTE: self.model_note(name, run, epochs)},
             registered_model_name=self.cfg.tracking.register_as,
         )
         ids = {"last": last.model_id}
@@ -302,9 +359,24 @@ class MlflowRun(Callback):
             best_file = self._logged_best(best_file.parent / "logged")
         if best_epoch != epochs and best_file is not None and best_file.is_file():
             tags = {T.CHECKPOINT: "best", "epoch": str(best_epoch), "val/acc": f"{self.checkpoints.best_acc:.4f}"}
-            best = log_model(nn.load(best_file), example, f"{name}-best", step=best_epoch, tags=tags)
+            best_note = f"the best epoch, val acc {self.checkpoints.best_acc:.4f}"
+            tags[T.NOTE] = self.model_note(name, run, best_epoch, best_note)
+            best = log_model(nn.load(best_file), example, logged_model_name(f"{name}-best", best_epoch),
+                             step=best_epoch, tags=tags)  # fmt: skip
             ids["best"] = best.model_id
         return ids
+
+    def model_note(self, name: str, run: str, epoch: int, result: str = "") -> str:
+        """A logged model's description: its architecture, data, run and epoch, and (the final model) the test
+        result linked to it."""
+        data, test = self.dataset, self.evaluation.test
+        if not result:
+            accuracy = f", test acc {np.trace(test[0]) / test[0].sum():.4f}" if test is not None else ""
+            result = f"the run's final model{accuracy}"
+        return (
+            f"{name}: {self.params['model.n_params']} parameters, {self.params['model.activation']}, trained on "
+            f"{data.name} ({len(data.train.y)} examples); run {run!r}, epoch {epoch}: {result}."
+        )
 
     def fail(self, reason: str, epoch: int, state: str = T.CRASHED) -> None:
         """Closed as FAILED; ``state`` (tag ``nnlab.state``) tells a diverged run from one that crashed."""
@@ -330,9 +402,19 @@ class MlflowRun(Callback):
         happens; when the store refuses even that (a full disk), ``unclosed`` says why and the next command
         on the store closes it."""
         self.state = state
+        if T.RESULT not in tags:  # a run cut short: where it stopped and its last validation accuracy
+            epoch = int(tags.get(T.FAILED_EPOCH, 0))
+            tags = tags | {T.RESULT: result_line(state, epoch, epoch, self.last_val_acc)}
+        if self.background and state != T.KILLED and self.is_open():
+            note = description(self.overrides, self.params, self.dataset, outcome_line, tags[T.RESULT])
+            mlflow.end_run(status="RUNNING")  # detached from this thread; the artifact thread closes it
+            future = UPLOADER.submit(self._close_when_uploaded, tags | {T.NOTE: note[:20000]}, T.MLFLOW_STATUS[state])
+            with CLOSING_LOCK:
+                CLOSING.append(future)
+            return
         try:
             if self.is_open():
-                note = description(self.overrides, self.params, self.dataset, outcome_line)
+                note = description(self.overrides, self.params, self.dataset, outcome_line, tags[T.RESULT])
                 mlflow.set_tags(tags | {T.NOTE: note[:20000]})
         except Exception:  # closing the run matters more than its tags
             log.debug("could not tag the run before closing it", exc_info=True)
@@ -341,6 +423,20 @@ class MlflowRun(Callback):
                 self._close(T.MLFLOW_STATUS[state])
             except Exception as err:
                 self.unclosed = first_line(root_cause(err))
+
+    def _close_when_uploaded(self, tags: dict[str, str], status: str) -> None:
+        """On the artifact thread, after this run's files: its end's tags, then its status."""
+        for future in self._pending:  # done by now (one thread, in order); a failed one is said, not raised
+            if future.done() and future.exception() is not None:
+                log.warning("MLflow artifact upload failed: %s", future.exception())
+        self._pending.clear()
+        try:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        except Exception:  # closing the run matters more than its tags
+            log.debug("could not tag the run before closing it", exc_info=True)
+        finally:
+            self._scratch.cleanup()
+            self.client.set_terminated(self.run_id, status)
 
     def page(self) -> str:
         """Where to see this run in the MLflow UI (``run_page``)."""
@@ -354,7 +450,6 @@ class MlflowRun(Callback):
     def _close(self, status: str) -> None:
         try:
             self._drain()
-            self._worker.shutdown(wait=True)
             self._scratch.cleanup()
         finally:
             if self.is_open():

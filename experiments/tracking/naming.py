@@ -61,7 +61,16 @@ def experiment_params(cfg: DictConfig, input_dim: int, num_classes: int) -> dict
     params |= {"train.batch_size": train["batch_size"], "train.epochs": train["epochs"], "seed": resolved["seed"]}
     if train["dtype"] != "float32":
         params["train.dtype"] = train["dtype"]
-    return {key: json.dumps(value) if isinstance(value, list) else str(value) for key, value in params.items()}
+    return {key: json.dumps(value) if isinstance(value, list) else short(value) for key, value in params.items()}
+
+
+def short(value: Any) -> str:
+    """A param as the runs table shows it: a float to 3 significant digits where its ``repr`` is longer
+    (``1.92e-06``, not ``1.9237305012e-06``; ``0.05`` stays), anything else as ``str`` (the exact values are
+    in the run's ``config.yaml``)."""
+    if isinstance(value, float) and len(repr(value)) > 7:
+        return f"{value:.3g}"
+    return str(value)
 
 
 NAMED_BY_OPTION = ("model", "optimizer", "schedule", "dataset", "experiment")  # wide1024, adam, cosine, digits, r1
@@ -98,15 +107,38 @@ def run_name(overrides: list[str], swept: Collection[str] = ()) -> str:
     return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
 
 
-def description(overrides: list[str], params: dict[str, str], dataset, outcome: str) -> str:
-    """A run's MLflow description: the command, the network and data, and how it ended (in full)."""
+def description(overrides: list[str], params: dict[str, str], dataset, outcome: str, result: str = "") -> str:
+    """A run's MLflow description: its ``result_line`` (bold, what the UI shows first), how it ended (in
+    full), the command, the network and data."""
     sizes = "-".join(map(str, [dataset.train.X.shape[1], *json.loads(params["model.hidden"]), dataset.num_classes]))
     command = " ".join(["python experiments/run.py", *overrides])
     return (
-        f"`{command}`\n\n{sizes} network ({int(params['model.n_params']):,} parameters), {params['optimizer']} "
-        f"lr {params['optimizer.lr']}, {params['schedule']}, on {dataset.name} "
-        f"({len(dataset.train.y)} training examples).\n\n{outcome}"
+        (f"**{result}**\n\n" if result else "")
+        + f"{outcome}\n\n`{command}`\n\n{sizes} network ({int(params['model.n_params']):,} parameters), "
+        f"{params['optimizer']} lr {params['optimizer.lr']}, {params['schedule']}, on {dataset.name} "
+        f"({len(dataset.train.y)} training examples)."
     )
+
+
+def result_line(state: str, epoch: int, epochs: int, val_acc: float | None, final: Mapping | None = None) -> str:
+    """A run's result in one line (tag ``nnlab.result``, the description's first line): ``0.9712 test acc · 0.9740
+    val acc · epoch 3 of 8 · finished``, the figures first (a narrow runs-table column shows them); the epoch is
+    the one whose weights the run ends with (early stopping's kept epoch), or where a run cut short stopped
+    (``0.8123 val acc · pruned at epoch 2``)."""
+    parts = [f"{final['test/acc']:.4f} test acc"] if final and "test/acc" in final else []
+    if val_acc is not None:
+        parts.append(f"{val_acc:.4f} val acc")
+    if final is not None:
+        parts += [f"epoch {epoch} of {epochs}", state]
+    else:
+        parts.append(f"{state} at epoch {epoch}")
+    return " · ".join(parts)
+
+
+def logged_model_name(architecture: str, epoch: int) -> str:
+    """A logged model's name: its architecture and epoch, ``mlp-64-128-10-e3`` (the UI's model list shows the run
+    it was logged from beside it; ``runs:/<run id>/<name>`` takes it as it is)."""
+    return f"{architecture}-e{epoch}"
 
 
 def hydra_context() -> tuple[list[str], Path | None, set[str]]:

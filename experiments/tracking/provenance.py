@@ -15,26 +15,46 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from experiments.tracking import tags as T
+from experiments.tracking.cluster import slurm_tags
 
 log = logging.getLogger("nnlab")
 
 
 def process_tags() -> dict[str, str]:
-    """The host and process that hold a run open: how a later command tells a run orphaned by SIGKILL."""
-    return {T.HOST: socket.gethostname(), T.PID: str(os.getpid())}
+    """The host and process that hold a run open: how a later command tells a run orphaned by SIGKILL; and the
+    SLURM job they are part of, if any (``cluster.slurm_tags``)."""
+    return {T.HOST: socket.gethostname(), T.PID: str(os.getpid()), T.PID_SPACE: pid_space()} | slurm_tags()
+
+
+def pid_space() -> str:
+    """Which process ids ``T.PID`` counts in: this boot of the kernel and its PID namespace. Two containers or
+    machines that share a host name differ here, so neither judges the other's pid ("" where unknown)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 def close_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Close as FAILED the RUNNING runs of this host whose process is gone (SIGKILL, out of memory, a
-    power cut): nothing else would ever close them. Returns their ids."""
-    host, closed = socket.gethostname(), []
+    """Close as FAILED the RUNNING runs whose process is gone (SIGKILL, out of memory, a power cut): nothing
+    else would ever close them. Returns their ids.
+
+    Only a run whose process this one can see is judged: the same host name and, where the run recorded it,
+    the same ``pid_space``; a run of another host or container is left to its own machine. A sweep's runs are
+    left to the sweep: its trials are failed by its heartbeats, and its parent run, which every machine of a
+    shared study uses, is closed by a sweep command (at its end, once no trial of the study runs)."""
+    host, space, closed = socket.gethostname(), pid_space(), []
     runs = client.search_runs(
         [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{T.HOST}` = '{host}'"
     )
     for run in runs:
-        if T.TRIAL in run.data.tags:  # a sweep's trial: the sweep's heartbeats fail it, with their reason
+        tags = run.data.tags
+        if T.TRIAL in tags or T.SWEEP in tags:
             continue
-        pid = int(run.data.tags.get(T.PID, "0"))
+        if tags.get(T.PID_SPACE, space) != space:  # the same host name, another machine or container
+            continue
+        pid = int(tags.get(T.PID, "0"))
         if pid <= 0 or pid == os.getpid() or process_alive(pid):
             continue
         reason = (

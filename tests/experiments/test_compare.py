@@ -304,3 +304,123 @@ def test_the_figure_of_many_runs_or_long_labels_is_laid_out_without_warnings(run
     assert len(legend.get_texts()) == runs
     assert legend.get_window_extent().x0 >= curves.get_window_extent().x1
     assert legend.get_window_extent().y0 >= 0 and legend.get_window_extent().x1 <= fig.bbox.x1  # in the figure
+
+
+@pytest.fixture(scope="module")
+def mixed_store(tmp_path_factory) -> dict:
+    """What a user's store holds after the README's commands: two MNIST seeds of one setup, a third MNIST run of
+    that setup KILLED after epoch 1 (a high accuracy, so that mixing it in shows), and a digits run (its lr
+    the seeds' own: only the data set sets it apart)."""
+    root = tmp_path_factory.mktemp("mlflow-mixed")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("nnlab", artifact_location=(root / "artifacts").as_uri())
+    runs = [  # name, dataset, seed, status, test/acc (None: not logged), val/acc
+        ("mnist seed=0", "mnist", "0", "FINISHED", 0.9712, 0.9740),
+        ("mnist seed=1", "mnist", "1", "FINISHED", 0.9690, 0.9705),
+        ("mnist seed=2", "mnist", "2", "KILLED", None, 0.9990),
+        ("digits", "digits", "0", "FINISHED", 0.8000, 0.8100),
+    ]
+    ids = {}
+    for i, (name, dataset, seed, status, test_acc, val_acc) in enumerate(runs):
+        run_id = client.create_run(experiment_id, start_time=1_000_000 + i, run_name=name).info.run_id
+        params = {"dataset": dataset, "seed": seed, "optimizer.lr": "0.05000000000000001", "train.epochs": "3"}
+        metrics = {"val/acc": val_acc} | ({"test/acc": test_acc} if test_acc is not None else {})
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, 0, 1) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in params.items()],
+        )
+        client.set_terminated(run_id, status)
+        ids[name] = run_id
+    return {"uri": uri, "ids": ids}
+
+
+def test_groups_hold_only_finished_runs_of_one_setup_and_say_what_was_left_out(mixed_store, tmp_path, capsys):
+    table = compare.compare_runs(mixed_store["uri"], ["nnlab"], metrics=["test/acc", "val/acc"], keep=["optimizer.lr"])
+    grouped = compare.group_table(table, "optimizer.lr", ["test/acc", "val/acc"])
+    assert list(grouped["optimizer.lr"]) == ["0.05"]  # a float key to 3 significant digits
+    assert list(grouped["runs"]) == [2] and list(grouped["test/acc n"]) == [2] and list(grouped["val/acc n"]) == [2]
+    seeds = pd.Series([0.9740, 0.9705])
+    assert grouped["val/acc mean"].iloc[0] == pytest.approx(seeds.mean(), abs=1e-12)
+    assert grouped["val/acc std"].iloc[0] == pytest.approx(seeds.std(), abs=1e-12)
+    left_out = grouped.attrs["left_out"]
+    assert len(left_out) == 2
+    assert left_out[0].startswith("left out 1 run(s) that did not finish (KILLED 1)")
+    assert left_out[1].startswith("left out 1 finished run(s) whose setup differs from the 2 grouped")
+    assert "dataset=digits (grouped: mnist): 1" in left_out[1]
+    args = ["--tracking-uri", mixed_store["uri"], "--metrics", "test/acc", "val/acc", "--group-by", "optimizer.lr"]
+    assert compare.main([*args, "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "| 0.05 | 2 | 0.9701 ± 0.0016 | 0.9723 ± 0.0025 |" in out
+    assert "did not finish (KILLED 1)" in err and "dataset=digits" in err
+    assert (tmp_path / "groups.png").stat().st_size > 0
+
+
+def test_a_metric_fewer_runs_logged_shows_its_n():
+    table = runs_table(3, {"optimizer.lr": ["0.1", "0.1", "0.1"]}, ["test/acc"])
+    table.loc[2, "test/acc"] = np.nan
+    shown = compare.mean_std_markdown(compare.group_table(table, "optimizer.lr", ["test/acc"]), ["test/acc"])
+    assert shown["test/acc"].iloc[0].endswith(" (n=2)") and list(shown["runs"]) == [3]
+
+
+def test_groups_are_sorted_best_first_and_the_two_best_compared_by_welchs_t_test(seeds_store):
+    from scipy import stats
+
+    table = compare.compare_runs(seeds_store["uri"], ["nnlab"])
+    by_acc = compare.sort_groups(compare.group_table(table, "optimizer.lr", ["test/acc", "test/loss"]), "test/acc")
+    assert list(by_acc["optimizer.lr"]) == ["0.1", "0.01"]
+    by_loss = compare.sort_groups(compare.group_table(table, "optimizer.lr", ["test/acc", "test/loss"]), "test/loss")
+    assert list(by_loss["optimizer.lr"]) == ["0.1", "0.01"]  # the lower loss first
+    line = compare.welch_test(table, by_acc, "optimizer.lr", "test/acc")
+    high = [acc for (lr, _), acc in seeds_store["accuracies"].items() if lr == "0.1"]
+    low = [acc for (lr, _), acc in seeds_store["accuracies"].items() if lr == "0.01"]
+    expected = stats.ttest_ind(high, low, equal_var=False)
+    # by hand: Welch's t is the mean difference over sqrt(s1²/n1 + s2²/n2)
+    by_hand = (np.mean(high) - np.mean(low)) / np.sqrt(np.var(high, ddof=1) / 3 + np.var(low, ddof=1) / 3)
+    assert expected.statistic == pytest.approx(by_hand)
+    assert f"optimizer.lr=0.1 (n=3) vs optimizer.lr=0.01 (n=3): difference +{np.mean(high) - np.mean(low):.4g}" in line
+    assert f"Welch's t = {expected.statistic:.3g}, p = {expected.pvalue:.3g}" in line
+    assert ("more than the seeds' noise" in line) == (expected.pvalue < 0.05)
+
+
+def test_the_groups_figure_spans_the_values_not_from_zero(seeds_store):
+    table = compare.compare_runs(seeds_store["uri"], ["nnlab"])
+    grouped = compare.sort_groups(compare.group_table(table, "optimizer.lr", ["test/acc"]), "test/acc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = compare.groups_figure(compare.grouped_runs(table, "optimizer.lr", ["test/acc"])[0], grouped,
+                                    "optimizer.lr", ["test/acc"])  # fmt: skip
+        fig.savefig(io.BytesIO(), dpi=50)
+    ax = fig.get_axes()[0]
+    assert ax.get_ylim()[0] > 0.5  # the accuracies lie in 0.8..0.93
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1\n(n=3)", "0.01\n(n=3)"]
+
+
+def test_grouped_by_a_preset_tag_each_group_keeps_its_own_setup():
+    """A preset names a whole setup: its groups may differ in any param, but within one, a run of another setup
+    (an earlier version of the preset, a 1-epoch check) is left out."""
+    rows = [  # preset, hidden, epochs, seed, test/acc
+        ("r1", "[800]", "20", "0", 0.980),
+        ("r1", "[800]", "20", "1", 0.982),
+        ("r1", "[800]", "1", "2", 0.900),  # a check of the preset: left out
+        ("r2", "[800, 800]", "150", "0", 0.985),
+    ]
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": f"{i:032x}", "run": f"run {i}", "status": "FINISHED",
+                "start_time": pd.Timestamp(i, unit="ms", tz="UTC"), "tags.preset": preset,
+                "params.model.hidden": hidden, "params.train.epochs": epochs, "params.seed": seed,
+                "metrics.test/acc": acc,
+            }
+            for i, (preset, hidden, epochs, seed, acc) in enumerate(rows)
+        ]
+    )  # fmt: skip
+    table = compare.comparison_table(frame, ["test/acc"], ["preset"])
+    grouped = compare.group_table(table, "preset", ["test/acc"]).set_index("preset")
+    assert grouped["runs"].to_dict() == {"r1": 2, "r2": 1}
+    assert grouped.loc["r1", "test/acc mean"] == pytest.approx(0.981)
+    assert grouped.attrs["left_out"] == [
+        "left out 1 finished run(s) whose setup differs from the 3 grouped: preset=r1: train.epochs=1 (grouped: 20): 1"
+    ]

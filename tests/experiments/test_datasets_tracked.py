@@ -133,7 +133,7 @@ def test_an_exception_while_finishing_closes_the_run_failed_with_its_epochs_kept
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mlflow_run.figures, "curves_figure", broken)
+    monkeypatch.setattr(mlflow_run.MlflowRun, "_log_results", broken)
     cfg = compose("dataset=digits", "dataset.subset=300", *FAST, *QUIET, *mlflow_store.overrides(experiment_name))
     with pytest.raises(RunFailed, match="No space left on device"):
         train(cfg)

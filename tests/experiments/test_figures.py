@@ -43,6 +43,18 @@ def test_confusion_figure_renders():
     assert_rgb_image(figures.figure_to_array(figures.confusion_figure(counts, title="test")))
 
 
+def test_confusion_figure_colours_the_errors_on_their_own_scale():
+    """Hundreds right, a few wrong: the colour scale spans the errors (1 to the largest), not the diagonal's
+    counts, so that a single mistake is not left white."""
+    counts = np.array([[500, 3, 0], [1, 480, 7], [0, 0, 510]])
+    fig = figures.confusion_figure(counts)
+    errors = fig.axes[0].get_images()[-1]
+    assert errors.get_clim() == (0, 7)
+    shown = errors.get_array()
+    assert shown.mask[np.diag_indices(3)].all() and shown[1, 2] == 7 and shown[0, 1] == 3
+    assert figures.per_class_table(counts)["recall"].tolist() == [0.9940, 0.9836, 1.0]  # rounded to 4 decimals
+
+
 def test_curves_figure_renders_with_missing_keys():
     history = [
         {"epoch": 1, "train/loss": 1.0, "train/acc": 0.6},
@@ -58,7 +70,7 @@ def test_misclassified_figure_with_many_mistakes_shows_at_most_max_items():
     y_pred = probs.argmax(axis=1)
     y_true = (y_pred + 1) % 10
     fig = figures.misclassified_figure(rng.random((80, 64)), y_true, y_pred, probs, image_shape=(8, 8), max_items=12)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    titles = [text.get_text() for text in fig.axes[0].texts]  # one label over each tile
     assert len(titles) == 12
     i = np.argmax(probs.max(axis=1))  # the most confident mistake comes first
     assert titles[0] == f"pred {y_pred[i]} ({probs[i].max():.2f}) / true {y_true[i]}"

@@ -334,7 +334,7 @@ def test_run_id_and_model_uris_give_the_same_predictions(digits_run, tmp_path, c
     assert np.mean(np.array(expected) == digits.test.y[:6]) >= 0.5  # the drawings still look like digits
     for model in (
         run_id,
-        f"runs:/{run_id}/mlp-64-128-10",
+        f"runs:/{run_id}/mlp-64-128-10-e8",  # the final model: its layers and epoch
         f"models:/{model_id}",
         f"runs:/{run_id}/checkpoints/last.npz",
     ):

@@ -180,7 +180,7 @@ def test_a_resumed_run_keeps_its_best_model_and_command_and_drops_the_interrupti
     assert run.info.status == "FINISHED" and run.data.metrics["best_epoch"] == 5  # the best is not the last epoch
     assert run.data.tags["nnlab.state"] == "finished"
     assert "nnlab.failure_reason" not in run.data.tags and "nnlab.failed_epoch" not in run.data.tags
-    assert run.data.tags["mlflow.note.content"].startswith("`python experiments/run.py model=mlp128 optimizer.lr=0.2`")
+    assert "\n`python experiments/run.py model=mlp128 optimizer.lr=0.2`\n" in run.data.tags["mlflow.note.content"]
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
                                          filter_string=f"source_run_id = '{run_id}'")  # fmt: skip
     assert sorted((m.tags["nnlab.checkpoint"], m.tags["epoch"]) for m in models) == [("best", "5"), ("last", "8")]

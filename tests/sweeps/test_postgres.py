@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -165,3 +166,24 @@ def test_workers_asking_at_once_meet_the_budget_exactly_through_postgresql(datab
     assert isinstance(unwrap(storage_of(study)), RDBStorage)  # what budget_lock takes the advisory lock for
     assert len(trials) == 13 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(13))
+
+
+@pytest.mark.parametrize(
+    ("path", "named", "fix"),
+    [("/nnlab_missing_db", 'database "nnlab_missing_db" does not exist', "createdb nnlab_missing_db"),
+     ("nnlab_nobody@/postgres", 'role "nnlab_nobody" does not exist', "createuser nnlab_nobody")],
+)  # fmt: skip
+def test_a_missing_database_or_role_is_one_paragraph_naming_it(server_url, path, named, fix, store, name, capsys):
+    """At once (no retries), through the sweep's front door: exit 2 and one paragraph naming what is missing."""
+    from experiments.store import StoreError
+
+    user, _, database = path.rpartition("@")  # another user: in place of the server URL's
+    url = re.sub(r"//[^@/]+@", f"//{user}@", server_url) + database if user else server_url + database
+    with pytest.raises(StoreError, match=f"{re.escape(named)}. To fix it, [^.]*{fix}"):
+        open_storage(url, None)
+    started = time.monotonic()
+    assert multirun("sweep=digits_smoke", *store.args(name), f"hydra.sweeper.storage={url}") == 2
+    said = capsys.readouterr()
+    lines = [line for line in (said.out + said.err).splitlines() if named in line]
+    assert len(lines) == 1 and "hydra.sweeper.storage=" in lines[0] and "Traceback" not in said.out + said.err
+    print(f"refused in {time.monotonic() - started:.1f} s")

@@ -58,7 +58,7 @@ def test_the_top_k_table_lists_the_best_complete_trials_first(direction, top, ex
 
 
 def test_the_report_says_nothing_of_optunas_experimental_plots_or_equal_importances(tmp_path):
-    study = study_of("maximize", [0.5, None, None])  # one complete trial: Optuna warns importances are equal
+    study = study_of("maximize", [0.5, None, 0.5, 0.5])  # three complete alike: importances "will be equal"
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         images = report.figures(study, tmp_path)
@@ -70,22 +70,24 @@ def test_the_report_says_nothing_of_optunas_experimental_plots_or_equal_importan
 
 
 def grid_study_of_one_complete_trial() -> optuna.Study:
-    """digits_smoke's study: a categorical learning rate of numbers (``choice(0.1, 0.01, 10000)``), one trial
-    of each state, so every param and the objective take one value among the complete trials."""
+    """digits_smoke's study: a categorical learning rate of numbers (``choice(0.1, 0.01, 10000)``), a failed and
+    a pruned trial and three complete ones alike (``MIN_COMPLETE``), so every param and the objective take one
+    value among the complete trials."""
     study = optuna.create_study(direction="maximize")
     lr = optuna.distributions.CategoricalDistribution((0.1, 0.01, 10000))
     for state, value, choice in [(TrialState.FAIL, None, 10000), (TrialState.PRUNED, None, 0.01)]:
         study.add_trial(
             create_trial(state=state, value=value, params={"optimizer.lr": choice}, distributions={"optimizer.lr": lr})
         )
-    study.add_trial(
-        create_trial(
-            value=0.85,
-            params={"optimizer.lr": 0.1},
-            distributions={"optimizer.lr": lr},
-            intermediate_values={1: 0.8, 2: 0.85},
+    for _ in range(report.MIN_COMPLETE):
+        study.add_trial(
+            create_trial(
+                value=0.85,
+                params={"optimizer.lr": 0.1},
+                distributions={"optimizer.lr": lr},
+                intermediate_values={1: 0.8, 2: 0.85},
+            )
         )
-    )
     return study
 
 
@@ -155,3 +157,51 @@ def test_the_plots_of_a_forty_trial_study_are_laid_out_without_warnings(tmp_path
         warnings.simplefilter("error", UserWarning)
         written = report.figures(study, tmp_path)
     assert (tmp_path / "intermediate_values.png") in written
+
+
+def test_plots_of_how_params_relate_need_enough_complete_trials_and_are_legible(tmp_path):
+    """From two complete trials, no slice, importance or parallel-coordinate plot (a dot per panel); from three,
+    trials coloured on viridis (Optuna's Blues draws the weakest near-white) and legends by run name."""
+    from types import SimpleNamespace
+
+    from matplotlib import pyplot as plt
+
+    (tmp_path / "two").mkdir()
+    (tmp_path / "all").mkdir()
+    two = {p.stem for p in report.figures(study_of("maximize", [0.5, None, 0.9]), tmp_path / "two")}
+    assert two == set(report.PLOTS) - set(report.RELATIONS)
+    assert report.trial_label("Trial3", {3: SimpleNamespace(info=SimpleNamespace(run_name="#3 lr=0.1"))}) == "#3 lr=0.1"
+    assert report.trial_label("Trial4", {}) == "#4" and report.trial_label("Objective Value", None) == "Objective Value"
+    shown = []
+    close = plt.close
+    try:
+        plt.close = lambda fig=None: shown.append(fig)  # keep the figures to look at them
+        report.figures(study_of("maximize"), tmp_path / "all")
+    finally:
+        plt.close = close
+    maps = {m.get_cmap().name for fig in shown for ax in fig.axes for m in [*ax.collections, *ax.images]
+            if m.get_array() is not None}  # fmt: skip
+    assert "viridis" in maps and "Blues" not in maps
+    labels = [t.get_text() for fig in shown for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert "#0" in labels and not [label for label in labels if label.startswith("Trial")]
+    for fig in shown:
+        close(fig)
+
+
+def test_a_best_value_at_the_edge_of_its_range_is_flagged_and_one_inside_is_not():
+    """lr's best at the top of its log range (0.5 of [1e-3, 0.5]) and momentum's at the bottom are flagged in
+    the report; weight decay's, well inside, and a categorical param are not."""
+    study = optuna.create_study(direction="maximize")
+    lr, momentum, decay = FloatDistribution(1e-3, 0.5, log=True), FloatDistribution(0.5, 0.99), FloatDistribution(0, 1)
+    choice = optuna.distributions.CategoricalDistribution(["sgd", "adam"])
+    for value, params in [(0.9, {"lr": 0.48, "momentum": 0.51, "decay": 0.5, "opt": "adam"}),
+                          (0.5, {"lr": 0.01, "momentum": 0.9, "decay": 0.2, "opt": "sgd"})]:  # fmt: skip
+        distributions = {"lr": lr, "momentum": momentum, "decay": decay, "opt": choice}
+        trial = create_trial(state=TrialState.COMPLETE, value=value, params=params, distributions=distributions)
+        study.add_trial(trial)
+    flags = report.edges(study.best_trial)
+    assert [flag.split(" ")[0] for flag in flags] == ["lr", "momentum"]
+    assert "top of its range" in flags[0] and "bottom of its range" in flags[1]
+    text = report.markdown(study, report.trials_table(study), 5, images=[])
+    assert text.count("**at the edge**") == 2
+    assert report.edges(study.trials[1]) == []  # lr 0.01 sits inside [1e-3, 0.5] on its log scale

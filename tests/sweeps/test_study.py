@@ -26,6 +26,7 @@ from sweeps.study import (
     pruner,
     remaining,
     sampler,
+    startup_trials,
 )
 
 SPACE = parse({"x": "interval(0, 1)", "n": "range(1, 4)"})[0]
@@ -36,8 +37,11 @@ def test_samplers_and_pruners_from_their_targets():
     assert isinstance(sampler(SAMPLERS["random"], SPACE), optuna.samplers.RandomSampler)
     assert isinstance(sampler(SAMPLERS["cmaes"], SPACE), optuna.samplers.CmaEsSampler)
     assert isinstance(sampler(SAMPLERS["qmc"], SPACE), optuna.samplers.QMCSampler)
-    tpe = sampler({"_target_": "optuna.samplers.TPESampler", "seed": 3, "n_startup_trials": 7}, SPACE, seed_offset=10)
+    tpe = sampler({"_target_": "optuna.samplers.TPESampler", "seed": 3, "n_startup_trials": 7}, SPACE, [1])
     assert isinstance(tpe, optuna.samplers.TPESampler)  # every other key goes straight to Optuna
+    assert tpe._n_startup_trials == 7  # as given; unset, sized to the budget:
+    assert sampler(SAMPLERS["tpe"], SPACE, n_trials=12)._n_startup_trials == startup_trials(12) == 3
+    assert sampler(SAMPLERS["tpe"], SPACE, n_trials=100)._n_startup_trials == startup_trials(100) == 10
     grid = parse({"a": "choice(1,2,3)", "b": "range(0,2)"})[0]
     assert isinstance(sampler(SAMPLERS["grid"], grid), optuna.samplers.GridSampler)
     assert budget(settings({"n_trials": 100, "sampler": SAMPLERS["grid"]}), grid) == 6
@@ -252,3 +256,47 @@ def test_the_budget_lock_makes_counting_and_asking_one_step(tmp_path, monkeypatc
     for thread in threads:
         thread.join(60)
     assert len(optuna.load_study(study_name="locked", storage=open_storage(url, None)).trials) == 3
+
+
+def open_and_ask(url: str, barrier, results) -> None:
+    """An opener of study "same" (TPE, seed 0) that opens it when the others do and asks for 3 trials."""
+    conf = settings({"study_name": "same", "n_trials": 100, "heartbeat": {"interval": 1, "grace_period": 5}})
+    barrier.wait(30)
+    study = open_study(conf, open_storage(url, conf.heartbeat), SPACE, "maximize")
+    params = []
+    for trial in ask(study, 100, conf.heartbeat, count=3):
+        params.append(SPACE.suggest(trial))
+        study.tell(trial, 0.5)
+    results.put(params)
+
+
+@pytest.mark.slow
+def test_two_processes_opening_one_study_at_once_draw_different_parameters(tmp_path):
+    """Two processes (two machines' sweeps started together) open one study with the same seed at the same
+    moment: each gets its own sampler stream, so no trial of one repeats a trial of the other."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    url = str(tmp_path / "same.log")
+    openers = [context.Process(target=open_and_ask, args=(url, barrier, results)) for _ in range(2)]
+    for opener in openers:
+        opener.start()
+    drawn = [results.get(timeout=120) for _ in openers]
+    for opener in openers:
+        opener.join(60)
+    assert [opener.exitcode for opener in openers] == [0, 0]
+    first, second = ({tuple(sorted(p.items())) for p in params} for params in drawn)
+    assert len(first) == len(second) == 3 and not first & second
+
+
+def test_a_sweep_run_in_one_process_is_reproducible_from_its_seed(tmp_path):
+    """The first opener of a new study draws from the configured seed as it is: the same points each time;
+    a second opener of the same study draws others."""
+    conf = settings({"study_name": "again", "n_trials": 10})
+
+    def first_params(url: str) -> dict:
+        study = open_study(conf, open_storage(url, conf.heartbeat), SPACE, "maximize")
+        (trial,) = ask(study, 10, conf.heartbeat)
+        return SPACE.suggest(trial)
+
+    assert first_params(str(tmp_path / "a.log")) == first_params(str(tmp_path / "b.log"))
+    assert first_params(str(tmp_path / "a.log")) != first_params(str(tmp_path / "c.log"))

@@ -40,8 +40,15 @@ def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, nam
     assert failed.info.status == "FAILED" and "diverged" in failed.data.tags["nnlab.failure_reason"]
     assert children[by_state[TrialState.PRUNED].number].data.tags["nnlab.state"] == "pruned"
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["best/val/acc"] == pytest.approx(study.best_value)
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(study.best_value)
     assert parent.data.tags["best.optimizer.lr"] == "0.1"
+    best_run = children[study.best_trial.number]
+    link = f"[#{study.best_trial.number}](#/experiments/{parent.info.experiment_id}/runs/{best_run.info.run_id})"
+    assert parent.data.tags["mlflow.note.content"].startswith(f"**Best trial {link}: val/acc {study.best_value:.4f}**")
+    assert "| trial | val/acc |" in parent.data.tags["mlflow.note.content"]  # the top-k table
+    assert failed.data.tags["nnlab.result"] == "diverged at epoch 1"  # non-finite in its first epoch: no val acc
+    pruned = children[by_state[TrialState.PRUNED].number].data.tags["nnlab.result"]
+    assert pruned.endswith("pruned at epoch 1")
     assert parent.data.metrics["trials/pruned"] == 1 and parent.data.metrics["trials/fail"] == 1
     artifacts = {a.path for a in store.client.list_artifacts(parent.info.run_id, "optuna")}
     assert {"optuna/trials.csv", "optuna/best.json", "optuna/optimization_history.png"} <= artifacts
@@ -58,7 +65,8 @@ def test_smoke_sweep_completes_prunes_and_fails_and_mlflow_mirrors_it(store, nam
     assert f"**Best trial #{study.best_trial.number}**" in text and "ThresholdPruner" in text and "diverged" in text
     assert children[study.best_trial.number].info.run_id in text  # the top-k table links each trial to its run
     assert (out / "optimization_history.png").stat().st_size > 0 and (out / "trials.csv").exists()
-    assert (out / "intermediate_values.png").exists() and (out / "slice.png").exists()
+    assert (out / "intermediate_values.png").exists()
+    assert not (out / "slice.png").exists()  # one complete trial: no plot of how params relate (MIN_COMPLETE)
     failed_row = next(line for line in text.splitlines() if "| FAIL |" in line)
     assert "| 1e+04 |" in failed_row  # the failed trial's lr is shown
     assert by_state[TrialState.FAIL].user_attrs["epochs"] == 0  # NaN in epoch 1: no epoch completed
@@ -235,7 +243,7 @@ def test_the_parents_best_tags_follow_the_best_trial_after_a_rerun_fixes_a_key(s
     tags = store.client.get_run(parent.run_id).data.tags
     best = {k.removeprefix("best."): v for k, v in tags.items() if k.startswith("best.") and k != "best.trial"}
     assert best == {"optimizer.lr": "0.1"} and tags["best.trial"] == "1"
-    assert store.client.get_run(parent.run_id).data.metrics["best/val/acc"] == 0.8
+    assert store.client.get_run(parent.run_id).data.metrics["best_val_acc"] == 0.8
 
 
 def test_a_trial_failed_after_an_epoch_counts_that_epoch():
@@ -365,7 +373,7 @@ def test_the_parents_best_tags_name_the_best_trial_not_the_last_complete_one(sto
     rate = str(study.trials[best].params["optimizer.lr"])
     assert run.data.tags["best.trial"] == str(best) and run.data.tags["best.optimizer.lr"] == rate
     assert run.data.tags["best.run_id"] == runs[best]
-    assert run.data.metrics["best/val/acc"] == study.trials[best].value
+    assert run.data.metrics["best_val_acc"] == study.trials[best].value
     saved = store.client.download_artifacts(parent.run_id, "optuna/best.json", str(tmp_path))
     assert json.loads(Path(saved).read_text()) == {
         "trial": best,
@@ -382,7 +390,9 @@ def test_the_parents_summary_is_not_rebuilt_when_no_trial_changed(store, name, m
 
     drawn = []
     figures = report.figures
-    monkeypatch.setattr(report, "figures", lambda study, out: drawn.append(len(study.trials)) or figures(study, out))
+    monkeypatch.setattr(
+        report, "figures", lambda study, out, runs=None: drawn.append(len(study.trials)) or figures(study, out)
+    )
     study = optuna.create_study(study_name=name, direction="maximize")
     add_trials(study, (TrialState.COMPLETE, 0.5), (TrialState.PRUNED, None))
     parent = Parent(OmegaConf.create({"uri": store.uri, "dir": str(store.dir), "experiment": name}), name)

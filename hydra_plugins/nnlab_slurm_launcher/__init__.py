@@ -1,0 +1,1 @@
+"""The ``hydra/launcher=slurm`` launcher: trials as SLURM jobs (``conf/hydra/launcher/slurm.yaml``)."""
