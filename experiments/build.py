@@ -158,7 +158,10 @@ def unknown_override(config_dir: Path, arguments: list[str]) -> str | None:
     changed = [o for o in ours if o.type == OverrideType.CHANGE and "." in o.key_or_group]
     if not changed:
         return None
-    selections = []  # the groups and top-level values chosen: what decides which keys exist
+    # the groups and top-level values chosen: what decides which keys exist; and where groups are found
+    selections = [
+        f"hydra.searchpath={o.get_value_element_as_str()}" for o in overrides if o.key_or_group == "hydra.searchpath"
+    ]
     for o in ours:
         if o in changed or o.type == OverrideType.DEL:
             continue

@@ -251,6 +251,10 @@ def comparable(table: pd.DataFrame, key: str, metrics: Sequence[str]) -> tuple[p
             f"left out {len(unfinished)} run(s) that did not finish ({counts}): their metrics are those of the "
             "epoch they stopped at"
         )
+    unnamed = finished[key].isna() | (finished[key].astype(str).isin(["", "nan", "None"]))
+    if unnamed.any():  # a run without the tag grouped by (a sweep's own trial beside its reruns)
+        left_out.append(f"left out {int(unnamed.sum())} finished run(s) without {key}")
+        finished = finished[~unnamed]
     params = param_columns(table, metrics)
     setup = [c for c in params if c != key and not is_seed(c) and c not in DERIVED]
     if not setup or finished.empty:

@@ -39,8 +39,30 @@ def main(cfg: DictConfig) -> float:
     return result.objective
 
 
+MODES = {
+    "-m": "--multirun",
+    "--multirun": "--multirun",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-i": "--info",
+    "--info": "--info",
+    "--run": "--run",
+    "-sc": "--shell-completion",
+    "--shell-completion": "--shell-completion",
+}
+
+
 def refuse_unknown_keys() -> None:
-    """Exit 2 with the valid keys nearby when an override names a key the config lacks (``train.epoch=3``)."""
+    """Exit 2 with the valid keys nearby when an override names a key the config lacks (``train.epoch=3``), and
+    in one line when Hydra's modes are mixed (``-m ... --cfg hydra``, which Hydra refuses with a traceback)."""
+    modes = sorted({MODES[a] for a in sys.argv[1:] if a in MODES})
+    if len(modes) > 1:
+        print(
+            f"{' and '.join(modes)} cannot be combined: drop one (-m, to print a config; "
+            "-m ... hydra.sweeper.dry_run=true prints a sweep's space and settings)",
+            file=sys.stderr,
+        )
+        sys.exit(USAGE)
     message = build.unknown_override(CONF, sys.argv[1:])
     if message:
         print(message, file=sys.stderr)

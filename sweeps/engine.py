@@ -223,6 +223,11 @@ class SweepEngine:
                         conclude(study, trial, error=KeyboardInterrupt("interrupted; queued again"))
                         retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
                     raise
+                except Exception as err:  # the launcher could not start them (sbatch refused): none of them ran
+                    for trial in trials:
+                        conclude(study, trial, error=err)
+                        retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
+                    raise ConfigError(launch_failed(self.launcher, [t.number for t in trials], err)) from None
             for trial, result in zip(trials, results):
                 value, error = job_outcome(result)
                 conclude(study, trial, value, error)
@@ -344,6 +349,17 @@ def refusals():
         yield
     except BAD_INPUT as err:
         leave(err)
+
+
+def launch_failed(launcher, numbers: list[int], err: Exception) -> str:
+    """What a sweep says when its launcher could not start trials ``numbers``."""
+    cause = " ".join(str(err).split())[:600]
+    return (
+        f"{type(launcher).__name__} could not start trial(s) {', '.join(map(str, numbers))}: {type(err).__name__}: "
+        f"{cause}. They are queued again and the sweep stopped. Fix the launcher's settings (hydra.launcher.*) or "
+        "what it needs on this machine (for SLURM: sbatch and sinfo must reach the cluster's controller), then run "
+        "the same command again to go on."
+    )
 
 
 def python_command() -> str:

@@ -117,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     line = command(folder, trials, list(range(1, args.seeds + 1)), uri, args.overrides)
     print(f"{len(trials)} trial(s) x {args.seeds} seeds, tagged {T.RERUN_OF}={args.study}#<trial>:")
     print(shlex.join(line), flush=True)
-    compare = f"python experiments/compare.py --tags {T.RERUN_OF} --group-by {T.RERUN_OF} --sort test/acc"
+    compare = [sys.executable, str(RUN.parent / "compare.py"), *(["--tracking-uri", uri] if uri else [])]
+    compare += ["--tags", T.RERUN_OF, "--group-by", T.RERUN_OF, "--sort", "test/acc"]
     if args.dry_run:
         return 0
     code = subprocess.run(line).returncode
-    print(f"each trial's mean ± std over the seeds: {compare}")
+    if code == 0:
+        print(f"each trial's mean ± std over the seeds: {shlex.join(compare)}")
     return code
 
 

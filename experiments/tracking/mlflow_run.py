@@ -100,6 +100,7 @@ class MlflowRun(Callback):
         self.overrides, self.hydra_dir, self.swept, self.resume_run_id = overrides, hydra_dir, swept, resume_run_id
         self.params = experiment_params(cfg, dataset.train.X.shape[1], dataset.num_classes)
         self._pending: list[Future] = []
+        self._upload_warnings: set[str] = set()  # causes of failed uploads already said
         self.background = T.TRIAL in cfg.tracking.tags  # a sweep's trial: closed by the thread (module docstring)
         self._scratch = tempfile.TemporaryDirectory(prefix="nnlab-")
         self.checkpoints: Checkpoints | None = None  # made when the run starts: a resumed run's history is known
@@ -250,8 +251,14 @@ class MlflowRun(Callback):
             try:
                 future.result()
             except Exception as err:  # a lost figure must not lose the run
-                log.warning("MLflow artifact upload failed: %s", err)
+                self._warn_upload(err)
         self._pending.clear()
+
+    def _warn_upload(self, err: BaseException) -> None:
+        """A failed upload, said once per run and cause (a run of many epochs may fail the same way each time)."""
+        if str(err) not in self._upload_warnings:
+            self._upload_warnings.add(str(err))
+            log.warning("MLflow artifact upload failed: %s (said once for this run)", err)
 
     def _upload(self, folder: str, name: str, spec: dict, params: dict, extra: dict | None) -> None:
         """Write a checkpoint or state file and log it under ``folder``, on the artifact thread."""
@@ -298,7 +305,13 @@ class MlflowRun(Callback):
             self._submit(self._log_results, network, epoch, test_metrics, True)
         else:
             self._log_results(network, epoch, test_metrics)
+        stopper = nn.callbacks.early_stopping(loop.callbacks)
         best = f"best validation accuracy {final['val/best_acc']:.4f} at epoch {final['best_epoch']}"
+        if stopper is not None and stopper.monitor != "val/acc":  # the best epoch is the monitor's
+            best = (
+                f"validation accuracy {final['val/best_acc']:.4f} at the best epoch by {stopper.monitor}, "
+                f"{final['best_epoch']}"
+            )
         result = (
             f"test accuracy {final['test/acc']:.4f} (loss {final['test/loss']:.4f}), "
             if "test/acc" in final
@@ -428,7 +441,7 @@ class MlflowRun(Callback):
         """On the artifact thread, after this run's files: its end's tags, then its status."""
         for future in self._pending:  # done by now (one thread, in order); a failed one is said, not raised
             if future.done() and future.exception() is not None:
-                log.warning("MLflow artifact upload failed: %s", future.exception())
+                self._warn_upload(future.exception())
         self._pending.clear()
         try:
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])

@@ -424,3 +424,23 @@ def test_grouped_by_a_preset_tag_each_group_keeps_its_own_setup():
     assert grouped.attrs["left_out"] == [
         "left out 1 finished run(s) whose setup differs from the 3 grouped: preset=r1: train.epochs=1 (grouped: 20): 1"
     ]
+
+
+def test_runs_without_the_tag_grouped_by_are_left_out_not_a_group_of_their_own():
+    """``sweeps.rerun``'s comparison: the sweep's own trial (no ``nnlab.rerun_of``) beside its reruns."""
+    rows = [("s#2", "1", 0.91), ("s#2", "2", 0.93), (None, "0", 0.80)]  # rerun_of, seed, test/acc
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": f"{i:032x}", "run": f"run {i}", "status": "FINISHED",
+                "start_time": pd.Timestamp(i, unit="ms", tz="UTC"), "tags.nnlab.rerun_of": rerun_of,
+                "params.model.hidden": "[64]", "params.seed": seed, "metrics.test/acc": acc,
+            }
+            for i, (rerun_of, seed, acc) in enumerate(rows)
+        ]
+    )  # fmt: skip
+    table = compare.comparison_table(frame, ["test/acc"], ["nnlab.rerun_of"])
+    grouped = compare.group_table(table, "nnlab.rerun_of", ["test/acc"]).set_index("nnlab.rerun_of")
+    assert grouped["runs"].to_dict() == {"s#2": 2}
+    assert grouped.loc["s#2", "test/acc mean"] == pytest.approx(0.92)
+    assert grouped.attrs["left_out"] == ["left out 1 finished run(s) without nnlab.rerun_of"]

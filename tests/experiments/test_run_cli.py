@@ -110,6 +110,18 @@ def test_an_override_of_a_key_the_config_lacks_is_named_with_the_keys_there(argu
     assert message is None if unknown is None else f"Unknown key(s) {unknown}" in message
 
 
+def test_a_config_group_on_a_searchpath_of_the_command_line_is_known_to_the_key_check(tmp_path):
+    """``sweeps.rerun``'s one-seed command: ``+rerun=trial_2`` lives in a folder named by ``hydra.searchpath``."""
+    from experiments.build import unknown_override
+    from experiments.run import CONF
+
+    (tmp_path / "rerun").mkdir()
+    (tmp_path / "rerun" / "trial_2.yaml").write_text("# @package _global_\ntrain:\n  epochs: 2\n")
+    arguments = [f"hydra.searchpath=[file://{tmp_path}]", "+rerun=trial_2", "seed=1", "tracking.uri=sqlite:///x.db"]
+    assert unknown_override(CONF, arguments) is None
+    assert "in model: hiden" in unknown_override(CONF, [*arguments, "model.hiden=[3]"])
+
+
 @pytest.mark.slow
 def test_cli_missing_data_exits_2_naming_the_files(tmp_path):
     done = run_cli(
@@ -177,3 +189,13 @@ def test_a_multiruns_runs_are_named_by_the_swept_values_first(mlflow_store, expe
     assert done.returncode == 0, done.stdout + done.stderr
     names = sorted(run.info.run_name for run in mlflow_store.runs(experiment_name))
     assert names == ["lr=0.02 mlp128 digits epochs=1", "lr=0.5 mlp128 digits epochs=1"]
+
+
+def test_multirun_with_cfg_is_one_line_naming_both_modes():
+    done = run_cli("-m", "sweep=digits_smoke", "--cfg", "hydra", "-p", "hydra.launcher")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "--cfg and --multirun cannot be combined: drop one (-m, to print a config; "
+        "-m ... hydra.sweeper.dry_run=true prints a sweep's space and settings)"
+    )
+    assert "Traceback" not in done.stdout + done.stderr

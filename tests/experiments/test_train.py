@@ -760,6 +760,19 @@ def test_early_stopping_finishes_the_run_on_the_best_epochs_weights(compose, mlf
 
 
 @pytest.mark.slow
+def test_a_run_stopped_on_val_loss_names_its_best_epoch_by_that_metric(compose, mlflow_store, experiment_name):
+    stop = ["callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0"]
+    cfg = compose(*QUICK, "train.epochs=20", *stop, *mlflow_store.overrides(experiment_name))
+    train(cfg)
+    run = mlflow_store.only_run(experiment_name)
+    val_acc = dict(history(mlflow_store, run.info.run_id, "val/acc"))
+    assert run.data.metrics["best_epoch"] == 1 and max(val_acc.values()) > val_acc[1]  # not the highest val/acc
+    expected = f"validation accuracy {val_acc[1]:.4f} at the best epoch by val/loss, 1"
+    assert expected in run.data.tags["mlflow.note.content"]
+    assert "best validation accuracy" not in run.data.tags["mlflow.note.content"]
+
+
+@pytest.mark.slow
 def test_early_stopping_survives_a_resume(compose, mlflow_store, tmp_path):
     """Interrupted at epoch 2, resumed: it stops at epoch 4 on epoch 1's weights, bit for bit like a run
     never interrupted."""
