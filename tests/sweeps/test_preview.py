@@ -15,7 +15,7 @@ def test_a_dry_run_prints_the_space_and_settings_and_creates_nothing(store, name
     assert "  optimizer.momentum: float in [0.5, 0.99]" in said and "  model=wide1024" not in said
     assert "  model=mlp128" in said  # the command line's value wins over the sweep's fixed one
     assert "sampler: TPESampler" in said and "n_startup_trials=3" in said  # sized to the budget of 12
-    assert "pruner: PercentilePruner percentile=25.0, n_startup_trials=3, n_warmup_steps=3" in said
+    assert "pruner: PercentilePruner percentile=10.0, n_startup_trials=1, n_warmup_steps=3" in said
     assert not (store.dir / "optuna" / f"{name}.log").exists() and store.runs(name) == []
 
 
