@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     uri = (study.user_attrs.get(TRACKING_ATTR) or {}).get("uri")
     line = command(folder, trials, list(range(1, args.seeds + 1)), uri, args.overrides)
+    if len(trials) < args.top:
+        print(f"study {args.study} has only {len(trials)} complete trial(s) of the {args.top} asked for: "
+              "running those", file=sys.stderr)  # fmt: skip
     print(f"{len(trials)} trial(s) x {args.seeds} seeds, tagged {T.RERUN_OF}={args.study}#<trial>:")
     print(shlex.join(line), flush=True)
     compare = [sys.executable, str(RUN.parent / "compare.py"), *(["--tracking-uri", uri] if uri else [])]

@@ -62,3 +62,11 @@ def test_rerun_runs_the_trials_seeds_as_one_multirun_of_tagged_runs(tmp_path, ca
     got = sorted((r.data.tags["nnlab.rerun_of"], r.data.params["seed"], r.data.params["optimizer.lr"]) for r in runs)
     assert got == [("s#1", "1", "0.05"), ("s#1", "2", "0.05"), ("s#3", "1", "0.1"), ("s#3", "2", "0.1")]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_rerun_of_more_trials_than_complete_says_how_many_it_runs(tmp_path, capsys):
+    journal_study(tmp_path / "s.log")
+    assert rerun.main(["--study", "s", "--storage", str(tmp_path / "s.log"), "--top", "5", "--dry-run"]) == 0
+    said = capsys.readouterr()
+    assert "study s has only 3 complete trial(s) of the 5 asked for: running those" in said.err
+    assert "+rerun=trial_1,trial_3,trial_0 " in said.out and said.out.startswith("3 trial(s) x 3 seeds")
