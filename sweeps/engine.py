@@ -62,9 +62,12 @@ from sweeps.study import (
     open_storage,
     open_study,
     progress,
+    pruner,
     remaining,
     retry,
     running,
+    sampler,
+    startup_trials,
 )
 from sweeps.trial import OVERRIDES_ATTR, PRUNER_ATTR, conclude, run_job
 
@@ -219,14 +222,10 @@ class SweepEngine:
                 try:
                     results = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
                 except KeyboardInterrupt:
-                    for trial in trials:  # failed and queued again: a rerun resumes with them
-                        conclude(study, trial, error=KeyboardInterrupt("interrupted; queued again"))
-                        retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
+                    requeue(study, trials, KeyboardInterrupt("interrupted; queued again"))  # a rerun resumes them
                     raise
                 except Exception as err:  # the launcher could not start them (sbatch refused): none of them ran
-                    for trial in trials:
-                        conclude(study, trial, error=err)
-                        retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
+                    requeue(study, trials, err)
                     raise ConfigError(launch_failed(self.launcher, [t.number for t in trials], err)) from None
             for trial, result in zip(trials, results):
                 value, error = job_outcome(result)
@@ -298,8 +297,6 @@ def duration(seconds: float) -> str:
 def preview(conf, space, rest: list[str], url: str, n_trials: int, cfg: DictConfig, batch: int) -> str:
     """What ``hydra.sweeper.dry_run=true`` prints instead of running: the space, the values every trial
     shares, and the settings (budget, sampler and pruner with the arguments they will get, storage, launcher)."""
-    from sweeps.study import pruner, sampler, startup_trials
-
     study_sampler, study_pruner = sampler(conf.sampler, space, n_trials=n_trials), pruner(conf.pruner)  # checked
     sampler_args = {k: v for k, v in conf.sampler.items() if k != "_target_"}
     if isinstance(study_sampler, optuna.samplers.TPESampler) and sampler_args.get("n_startup_trials") is None:
@@ -349,6 +346,13 @@ def refusals():
         yield
     except BAD_INPUT as err:
         leave(err)
+
+
+def requeue(study: optuna.Study, trials: list[optuna.Trial], error: BaseException) -> None:
+    """``trials`` failed with ``error`` and queued again: the same sweep command runs them."""
+    for trial in trials:
+        conclude(study, trial, error=error)
+        retry(study, storage_of(study).get_trial(trial_id(trial)), max_retry=sys.maxsize)
 
 
 def launch_failed(launcher, numbers: list[int], err: Exception) -> str:

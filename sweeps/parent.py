@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments.store import experiment_id, open_store, resolve_store
 from experiments.tracking import tags as T
-from experiments.tracking.provenance import close_orphans, environment_tags, process_tags
+from experiments.tracking.provenance import clear_ending, close_orphans, environment_tags, process_tags
 from sweeps.config import SweeperConf
 from sweeps.space import Space
 
@@ -83,9 +83,7 @@ class Parent:
         if found:
             self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
-            for stale in (T.STATE, T.FAILURE_REASON, T.FAILED_EPOCH):  # of how it was closed before: it goes on
-                if stale in found[0].data.tags:
-                    self.client.delete_tag(self.run_id, stale)
+            clear_ending(self.client, self.run_id, found[0].data.tags)
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
         else:
             tags = environment_tags() | process_tags() | {T.SWEEP: study_name}

@@ -38,7 +38,7 @@ from experiments.store import experiment_id, first_line, resolve_store, root_cau
 from experiments.tracking import tags as T
 from experiments.tracking.checkpoints import Checkpoints
 from experiments.tracking.naming import description, experiment_params, logged_model_name, result_line, run_name
-from experiments.tracking.provenance import close_orphans, environment_tags, process_tags
+from experiments.tracking.provenance import clear_ending, close_orphans, environment_tags, process_tags
 from experiments.tracking.signals import uninterrupted
 from nn.data import Dataset
 from nn.serialization import write
@@ -217,9 +217,7 @@ class MlflowRun(Callback):
         off removed, since it goes on."""
         tags = self.client.get_run(self.run_id).data.tags
         self.overrides = tags[T.OVERRIDES].split(" ") if tags.get(T.OVERRIDES) else []
-        for stale in (T.STATE, T.FAILURE_REASON, T.FAILED_EPOCH):
-            if stale in tags:
-                self.client.delete_tag(self.run_id, stale)
+        clear_ending(self.client, self.run_id, tags)
         mlflow.set_tags({T.RESUMED_FROM_EPOCH: str(resumed_epochs)} | process_tags())
 
     def _log_dataset(self, dataset: Dataset) -> None:

@@ -36,6 +36,13 @@ def pid_space() -> str:
         return ""
 
 
+def clear_ending(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    """Remove the tags of how a reopened run ended (``T.ENDING``, of those in ``tags``): it goes on."""
+    for stale in T.ENDING:
+        if stale in tags:
+            client.delete_tag(run_id, stale)
+
+
 def close_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
     """Close as FAILED the RUNNING runs whose process is gone (SIGKILL, out of memory, a power cut): nothing
     else would ever close them. Returns their ids.

@@ -7,6 +7,7 @@ MLFLOW_STATUS = {FINISHED: "FINISHED", DIVERGED: "FAILED", CRASHED: "FAILED", PR
 STATE = "nnlab.state"
 FAILURE_REASON = "nnlab.failure_reason"
 FAILED_EPOCH = "nnlab.failed_epoch"
+ENDING = (STATE, FAILURE_REASON, FAILED_EPOCH)  # how a run ended: removed when it is reopened and goes on
 WARNING = "nnlab.warning"
 STOPPED_EARLY = "nnlab.stopped_early"  # the epoch training stopped at
 KEPT_EPOCH = "nnlab.kept_epoch"  # the epoch whose weights the final model holds
